@@ -1,0 +1,1 @@
+"""Ways of running a model: ONNX Runtime in-process (and Triton, later)."""

@@ -1,0 +1,204 @@
+"""ONNX Runtime backend: an ONNX classifier file run in-process (CPU or CUDA)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from ..errors import InputError
+from ..imaging import Preprocessing, parse_preprocessing
+from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
+
+_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
+           onnx.TensorProto.DOUBLE: np.float64}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file's graph (no external data) or fail with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises several unrelated types
+        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+
+
+def _image_input(model: onnx.ModelProto, path: Path) -> onnx.ValueInfoProto:
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    images = [i for i in inputs if len(_dims(i)) == 4]
+    if len(inputs) != 1 or not images:
+        shapes = {i.name: _dims(i) for i in inputs}
+        raise InputError(f"{path}: not an image classifier: expected one 4-D image input, found {shapes}")
+    if images[0].type.tensor_type.elem_type not in _DTYPES:
+        raise InputError(f"{path}: not an image classifier: input {images[0].name!r} is not a float tensor")
+    return images[0]
+
+
+def _layout(dims: list[int | None]) -> str:
+    if dims[1] in (1, 3):
+        return "NCHW"
+    if dims[3] in (1, 3):
+        return "NHWC"
+    return "NCHW"
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _preprocessing(dims: list[int | None], meta: dict[str, str], overrides: dict[str, Any],
+                   path: Path) -> tuple[Preprocessing, str]:
+    layout = overrides.get("layout") or _layout(dims)
+    c_axis, h_axis, w_axis = (1, 2, 3) if layout == "NCHW" else (3, 1, 2)
+    channels = dims[c_axis] or 3
+    fixed = (dims[h_axis], dims[w_axis])
+    size = tuple(fixed) if None not in fixed else None
+    base = dict(size=size or (1, 1), layout=layout, channels=channels)
+    if channels == 1:
+        base.update(mean=(0.0,), std=(1.0,))
+    source = "default"
+    if "explainer.preprocessing" in meta:
+        spec, source = parse_preprocessing(meta["explainer.preprocessing"], **base), "metadata"
+    else:
+        spec = Preprocessing(**base)
+    if any(overrides.get(k) is not None for k in ("size", "layout", "scale", "mean", "std")):
+        spec, source = spec.updated(**overrides), "options"
+    if size is None and "explainer.preprocessing" not in meta and overrides.get("size") is None:
+        raise InputError(f"{path}: the input size is not fixed in the model; give it with --size H W")
+    if size is not None and tuple(spec.size) != size:
+        raise InputError(f"{path}: the model's input is fixed at {size[0]}x{size[1]}, not {spec.size}")
+    return spec, source
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device not in ("auto", "cpu", "gpu"):
+        raise InputError(f"device must be auto, cpu or gpu, got {device!r}")
+    available = ort.get_available_providers()
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "gpu":
+        raise InputError("device='gpu' but this onnxruntime has no CUDA provider (install explainer[gpu])")
+    return ["CPUExecutionProvider"]
+
+
+class OnnxModel:
+    """An ONNX image classifier run by ONNX Runtime.
+
+    Parameters
+    ----------
+    path : str or Path
+        The .onnx file.
+    device : {"auto", "cpu", "gpu"}
+        "auto" uses the CUDA provider when available.
+    labels : sequence of str, optional
+        Class names; default from metadata ``explainer.labels``, else a
+        ``labels.txt`` beside the model, else "class i".
+    size, layout, scale, mean, std : optional
+        Override the preprocessing read from the model's metadata.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, device: str = "auto", labels: Sequence[str] | None = None,
+                 **overrides: Any) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        proto = read_onnx(self.path)
+        image = _image_input(proto, self.path)
+        dims = _dims(image)
+        meta = _metadata(proto)
+        preprocessing, pre_source = _preprocessing(dims, meta, overrides, self.path)
+        self.providers = _providers(device)
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=self.providers)
+        except Exception as e:
+            reason = str(e).splitlines()[0][:200]
+            raise InputError(f"{self.path}: ONNX Runtime cannot load this model ({reason})") from None
+        self._dtype = _DTYPES[image.type.tensor_type.elem_type]
+        output = self.session.get_outputs()[0]
+        fixed = dims[0] if dims[0] else None
+        k, kind = self._probe(preprocessing, fixed, output.name, proto, meta)
+        given = labels if labels is not None else _labels(meta, self.path)
+        self.spec = ModelSpec(
+            source=str(self.path), input_name=image.name, output_name=output.name,
+            preprocessing=preprocessing, num_classes=k, labels=default_labels(k, given),
+            output_kind=kind, max_batch_size=fixed, fixed_batch_size=fixed,
+            sha256=file_sha256(self.path), preprocessing_source=pre_source)
+
+    def _probe(self, pre: Preprocessing, fixed: int | None, out_name: str, proto: onnx.ModelProto,
+               meta: dict[str, str]) -> tuple[int, str]:
+        c, (h, w) = pre.channels, pre.size
+        zeros = to_layout(np.zeros((fixed or 1, c, h, w), dtype=np.float32), pre.layout)
+        try:
+            out = self.session.run([out_name], {self.session.get_inputs()[0].name: zeros.astype(self._dtype)})[0]
+        except Exception as e:
+            reason = str(e).splitlines()[0][:200]
+            raise InputError(f"{self.path}: the model does not run on a {h}x{w} input ({reason})") from None
+        out = np.asarray(out)
+        if out.ndim < 2 or out.shape[0] != (fixed or 1) or int(np.prod(out.shape[1:])) != max(out.shape[1:]) \
+                or max(out.shape[1:]) < 2:
+            raise InputError(f"{self.path}: not an image classifier: output {out_name!r} has shape "
+                             f"{list(out.shape)} (expected N x K class scores)")
+        kind = meta.get("explainer.output", "")
+        if kind not in OUTPUT_KINDS:
+            producers = [n.op_type for n in proto.graph.node if out_name in n.output]
+            kind = "probabilities" if producers and producers[0] == "Softmax" else "logits"
+        return int(max(out.shape[1:])), kind
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model.
+
+        Parameters
+        ----------
+        batch : (N, C, H, W) float32 ndarray (NCHW whatever the model's layout)
+
+        Returns
+        -------
+        outputs : (N, K) float32 ndarray
+        """
+        n = batch.shape[0]
+        step = self.spec.fixed_batch_size or n or 1
+        outs = [self._run(batch[s]) for s in batch_slices(n, step)]
+        return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.spec.num_classes), np.float32)
+
+    def _run(self, part: np.ndarray) -> np.ndarray:
+        n = part.shape[0]
+        fixed = self.spec.fixed_batch_size
+        if fixed and n < fixed:
+            part = np.concatenate([part, np.zeros((fixed - n,) + part.shape[1:], part.dtype)])
+        feed = to_layout(np.asarray(part, dtype=self._dtype), self.spec.preprocessing.layout)
+        out = self.session.run([self.spec.output_name], {self.spec.input_name: feed})[0]
+        return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[:n]
+
+
+def _labels(meta: dict[str, str], path: Path) -> list[str] | None:
+    if "explainer.labels" in meta:
+        return meta["explainer.labels"].split("\n")
+    txt = path.with_name("labels.txt")
+    if txt.is_file():
+        return [line.strip() for line in txt.read_text(encoding="utf-8", errors="replace").splitlines()
+                if line.strip()]
+    return None

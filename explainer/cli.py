@@ -1,0 +1,182 @@
+"""The ``explainer`` command: parses options and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import onnx
+
+from . import api
+from .backends.base import to_layout
+from .errors import InputError
+from .graph.inspect import default_feature_layer, layers
+from .methods.common import load_input
+from .methods.occlusion import occlusion_sensitivity
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _auto_or_numbers(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if text == "auto":
+            return "auto"
+        parts = [p for p in text.replace(",", " ").split() if p]
+        try:
+            values = [kind(p) for p in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected 'auto' or {kind.__name__} values, got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError("expected a value")
+        return values[0] if len(values) == 1 else values
+    return parse
+
+
+# METHODS: name -> (function, [(flag, keyword, argparse kwargs)])
+METHODS: dict[str, tuple[Callable[..., Any], list[tuple[str, str, dict[str, Any]]]]] = {
+    "occlusion": (occlusion_sensitivity, [
+        ("--mask-size", "mask_size", dict(type=_auto_or_numbers(int), default="auto",
+                                          help="'auto', N or 'H,W' (default auto = 20%%)")),
+        ("--stride", "stride", dict(type=_auto_or_numbers(int), default="auto",
+                                    help="'auto', N or 'H,W' (default auto = 10%%)")),
+        ("--mask-value", "mask_value", dict(type=_auto_or_numbers(float), default="auto",
+                                            help="'auto' (per-channel mean), a number or 'R,G,B'")),
+        ("--mask-clipping", "mask_clipping", dict(choices=["on", "off"], default="on")),
+        ("--output-upsampling", "output_upsampling",
+         dict(choices=["bicubic", "nearest", "none"], default="bicubic")),
+        ("--mini-batch-size", "mini_batch_size", dict(type=int, default=128)),
+        ("--score", "score", dict(choices=["probability", "logit"], default="probability")),
+    ]),
+}
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="ONNX file (default: the bundled EfficientNet-Lite0)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="override the input size")
+    p.add_argument("--mean", type=float, nargs="+", help="override the per-channel mean")
+    p.add_argument("--std", type=float, nargs="+", help="override the per-channel std")
+    p.add_argument("--scale", type=float, help="override the pixel scale (e.g. 0.00392156862745098)")
+    p.add_argument("--layout", choices=["NCHW", "NHWC"], help="override the input layout")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="explainer", description="Explain deployed image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("classify", help="top-K classes of images")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+    c.add_argument("--top", type=int, default=5)
+    c.add_argument("--json", action="store_true")
+    _model_options(c)
+    i = sub.add_parser("inspect", help="inputs, outputs, preprocessing and layers of a model")
+    i.add_argument("--json", action="store_true")
+    _model_options(i)
+    e = sub.add_parser("explain", help="explain images with a method, write maps to --out")
+    e.add_argument("images", nargs="+", metavar="IMAGE")
+    e.add_argument("--method", required=True, choices=sorted(METHODS))
+    e.add_argument("--target", help="class index or label (default: the top-1 class)")
+    e.add_argument("--out", required=True, type=Path, help="output folder")
+    e.add_argument("--save-input", action="store_true", help="also write <stem>.input.npy")
+    e.add_argument("--json", action="store_true", help="print a JSON summary")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    _model_options(e)
+    for _, opts in METHODS.values():
+        for flag, dest, kwargs in opts:
+            e.add_argument(flag, dest=dest, **kwargs)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Any:
+    return api.load_model(args.model, device=args.device, size=args.size, layout=args.layout,
+                          scale=args.scale, mean=args.mean, std=args.std)
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    model = _load(args)
+    inputs = {path: load_input(model, path) for path in args.images}
+    results = {path: api.classify(model, x, top=args.top) for path, x in inputs.items()}
+    if args.json:
+        print(json.dumps(results, indent=2, allow_nan=False))
+        return
+    for path, top in results.items():
+        print(path)
+        for r in top:
+            print(f"  {r['index']:5d}  {r['probability']:.4f}  {r['label']}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    model = _load(args)
+    spec = model.spec
+    proto = onnx.load(str(spec.source), load_external_data=False)
+    all_layers = layers(proto)
+    feature = default_feature_layer(proto, spec.preprocessing.layout)
+    info = {
+        "model": spec.source, "sha256": spec.sha256, "backend": model.backend,
+        "input": {"name": spec.input_name, "shape_nchw": list(spec.input_shape),
+                  "max_batch_size": spec.max_batch_size},
+        "output": {"name": spec.output_name, "classes": spec.num_classes, "kind": spec.output_kind},
+        "preprocessing": json.loads(spec.preprocessing.to_json()),
+        "preprocessing_source": spec.preprocessing_source,
+        "default_feature_layer": feature.name if feature else None,
+        "layers": [{"name": lay.name, "op": lay.op_type, "output": lay.output,
+                    "shape": list(lay.shape) if lay.shape is not None else None} for lay in all_layers],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key in ("model", "sha256", "input", "output", "preprocessing", "preprocessing_source",
+                "default_feature_layer"):
+        print(f"{key}: {info[key]}")
+    print(f"layers ({len(all_layers)}):")
+    for lay in info["layers"]:
+        print(f"  {lay['name']:40s} {lay['op']:20s} {lay['shape']}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    model = _load(args)
+    function, opts = METHODS[args.method]
+    options = {dest: getattr(args, dest) for _, dest, _ in opts}
+    inputs = [(path, load_input(model, path)) for path in args.images]
+    progress = not args.quiet and sys.stderr.isatty()
+    summary = []
+    for path, image in inputs:
+        result = function(model, image, args.target, progress=progress, **options)
+        written = result.save(args.out, Path(path).stem, save_input=args.save_input,
+                              input_tensor=to_layout(result.input, model.spec.preprocessing.layout))
+        summary.append({**result.to_dict(), "files": [str(f) for f in written]})
+        if not args.json and not args.quiet:
+            print(f"{path}: {result.label} ({result.score:.3f}) -> "
+                  + ", ".join(str(f) for f in written))
+    if args.json:
+        print(json.dumps(summary, indent=2, allow_nan=False))
+
+
+COMMANDS = {"classify": cmd_classify, "inspect": cmd_inspect, "explain": cmd_explain}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; errors print one line on stderr and return 2."""
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+        return 0
+    except InputError as e:
+        print(f"explainer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("explainer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # never a traceback for the user
+        print(f"explainer: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The result of every method, and how it is saved (npy + png + json, atomically)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One explanation of one image.
+
+    Attributes
+    ----------
+    map : (H, W) float32 ndarray
+        Relevance at the model's input resolution, unnormalised and signed.
+    target : int
+        The explained class index.
+    label : str
+        Its name.
+    score : float
+        The target's score on the unperturbed input (``params["score"]`` kind).
+    method : str
+    params : dict
+        Every option actually used, "auto" values resolved.
+    seed : int or None
+    backend : str
+        "onnxruntime" or "triton" plus the device or endpoint.
+    model_sha256 : str
+    timings : dict
+        ``wall_s``, ``forward_passes``, ``model_s``.
+    pixels : (H, W, 3) uint8 ndarray or None
+        The image resized to the model's input, for overlays.
+    input : (1, C, H, W) float32 ndarray or None
+        The exact tensor explained (NCHW).
+    source : str
+        The image file, or "" for arrays.
+    """
+
+    map: np.ndarray
+    target: int
+    label: str
+    score: float
+    method: str
+    params: dict[str, Any]
+    seed: int | None = None
+    backend: str = ""
+    model_sha256: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    pixels: np.ndarray | None = field(default=None, repr=False)
+    input: np.ndarray | None = field(default=None, repr=False)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the arrays, JSON-ready."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("map", "pixels", "input")}
+        d["map_shape"] = list(self.map.shape)
+        d["map_min"], d["map_max"] = float(self.map.min()), float(self.map.max())
+        return d
+
+    def save(self, out_dir: str | Path, stem: str, *, save_input: bool = False,
+             input_tensor: np.ndarray | None = None) -> list[Path]:
+        """Write ``<stem>.<method>.npy``, ``.png`` and ``.json`` into ``out_dir``.
+
+        All files are first written to temporary names in ``out_dir`` and renamed
+        at the end, so an error leaves no partial output. ``stem`` is reduced to a
+        safe file name. With ``save_input``, ``<stem>.input.npy`` holds
+        ``input_tensor`` (default ``self.input``).
+        """
+        from .visualization import overlay_png
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = safe_stem(stem)
+        files: dict[Path, bytes | np.ndarray] = {
+            out / f"{stem}.{self.method}.npy": self.map.astype(np.float32),
+            out / f"{stem}.{self.method}.png": overlay_png(self),
+            out / f"{stem}.{self.method}.json": json.dumps(
+                self.to_dict(), indent=2, allow_nan=False, default=_jsonable).encode(),
+        }
+        if save_input:
+            files[out / f"{stem}.input.npy"] = np.asarray(
+                self.input if input_tensor is None else input_tensor, dtype=np.float32)
+        return atomic_write_all(files)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (np.ndarray, tuple)):
+        return list(np.asarray(v).tolist())
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def safe_stem(name: str) -> str:
+    """A file-name stem with no path separators, no leading dots, at most 100 chars."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).lstrip(".")
+    return stem[:100] or "image"
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def atomic_write_all(files: dict[Path, bytes | np.ndarray]) -> list[Path]:
+    """Write every file to a temporary name, then rename them all into place."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, content in files.items():
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                if isinstance(content, np.ndarray):
+                    np.save(f, content, allow_pickle=False)
+                else:
+                    f.write(content)
+        mode = 0o666 & ~_umask()
+        for tmp, path in temps:
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return list(files)

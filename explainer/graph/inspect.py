@@ -1,0 +1,66 @@
+"""The layers of an ONNX model, with output shapes, and the default feature layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+RELU_LIKE = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Selu", "HardSwish"}
+GATHERS = {"Add", "Concat", "Sum", "Max"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One node of the graph: its name, operator and first output tensor."""
+
+    name: str
+    op_type: str
+    output: str
+    shape: tuple[int | str | None, ...] | None
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str | None, ...]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # shape inference is a convenience here, never required
+        inferred = model
+    g = inferred.graph
+    out = {}
+    for vi in list(g.value_info) + list(g.output) + list(g.input):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                 for d in vi.type.tensor_type.shape.dim)
+    return out
+
+
+def layers(model: onnx.ModelProto) -> list[Layer]:
+    """Every node in graph order with the shape of its first output (None if unknown)."""
+    shapes = _shapes(model)
+    return [Layer(n.name or n.output[0], n.op_type, n.output[0], shapes.get(n.output[0]))
+            for n in model.graph.node if n.output]
+
+
+def default_feature_layer(model: onnx.ModelProto, layout: str = "NCHW") -> Layer | None:
+    """MATLAB gradCAM's default FeatureLayer.
+
+    The last layer with a non-singleton spatial size that is ReLU-like (Relu, Clip
+    as ReLU6, ...) or gathers only ReLU-like outputs (Add, Concat).
+    """
+    producers = {n.output[0]: n.op_type for n in model.graph.node if n.output}
+    nodes = {n.output[0]: n for n in model.graph.node if n.output}
+    best = None
+    for layer in layers(model):
+        shape = layer.shape
+        if shape is None or len(shape) != 4:
+            continue
+        h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+        if not (isinstance(h, int) and isinstance(w, int) and h > 1 and w > 1):
+            continue
+        if layer.op_type in RELU_LIKE:
+            best = layer
+        elif layer.op_type in GATHERS:
+            ins = [i for i in nodes[layer.output].input if i in producers]
+            if ins and all(producers[i] in RELU_LIKE for i in ins):
+                best = layer
+    return best

@@ -1,0 +1,192 @@
+"""Safe image reading and the preprocessing that turns pixels into a model input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+LAYOUTS = ("NCHW", "NHWC")
+RESIZES = ("stretch", "crop")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB pixels.
+
+    EXIF orientation is applied, alpha is composited on white, 16-bit images are
+    scaled to 8 bits, animated images give their first frame.
+
+    Parameters
+    ----------
+    path : str or Path
+        A PNG, JPEG, BMP, GIF, TIFF, WebP or PPM file.
+
+    Returns
+    -------
+    pixels : (H, W, 3) uint8 ndarray
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=FORMATS) as im:
+                im.seek(0)
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+    except (UnidentifiedImageError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: not a readable image ({reason})") from None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode != "I" else max(float(a.max()), 1.0)
+        gray = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How uint8 RGB pixels become the model's input tensor.
+
+    The image is resized to ``size`` then each channel is mapped
+    ``x = (pixel * scale - mean) / std``. ``resize="stretch"`` resizes the whole
+    image (aspect ratio not kept); ``resize="crop"`` resizes the shorter side to
+    ``size / crop_fraction`` and takes the centre (the usual ImageNet evaluation).
+
+    Attributes
+    ----------
+    size : (H, W) tuple of int
+    layout : {"NCHW", "NHWC"}
+        Layout of the model's input tensor.
+    scale : float
+    mean, std : tuple of float, one per channel
+    channels : int
+        1 (grayscale) or 3 (RGB).
+    resize : {"stretch", "crop"}
+    crop_fraction : float in (0, 1]
+    """
+
+    size: tuple[int, int]
+    layout: str = "NCHW"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    channels: int = 3
+    resize: str = "stretch"
+    crop_fraction: float = 0.875
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise InputError(f"size must be two positive integers, got {self.size!r}")
+        if self.layout not in LAYOUTS:
+            raise InputError(f"layout must be NCHW or NHWC, got {self.layout!r}")
+        if self.resize not in RESIZES:
+            raise InputError(f"resize must be one of {RESIZES}, got {self.resize!r}")
+        if not 0 < self.crop_fraction <= 1:
+            raise InputError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.channels not in (1, 3):
+            raise InputError(f"the model input has {self.channels} channels; only 1 or 3 are images")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if len(v) not in (1, self.channels):
+                raise InputError(f"{name} needs 1 or {self.channels} values, got {list(v)}")
+        if any(s == 0 for s in self.std) or not np.isfinite(self.scale) or self.scale == 0:
+            raise InputError("std and scale must be non-zero")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    def updated(self, **changes: Any) -> "Preprocessing":
+        """Return a copy with the non-None ``changes`` applied (CLI overrides)."""
+        given = {k: _as_tuple(v) if k in ("mean", "std", "size") else v
+                 for k, v in changes.items() if v is not None}
+        return replace(self, **given)
+
+
+def _as_tuple(v: Any) -> tuple:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+def parse_preprocessing(text: str, **defaults: Any) -> Preprocessing:
+    """Parse the ``explainer.preprocessing`` metadata JSON of an ONNX model.
+
+    Keys missing from the JSON come from ``defaults``.
+    """
+    keys = ("size", "layout", "scale", "mean", "std", "resize", "crop_fraction")
+    try:
+        d = json.loads(text)
+        fields = {**defaults, **{k: d[k] for k in keys if k in d}}
+        fields = {k: _as_tuple(v) if k in ("mean", "std", "size") else v for k, v in fields.items()}
+        return Preprocessing(**fields)
+    except (ValueError, TypeError, KeyError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"model metadata explainer.preprocessing is not usable ({e})") from None
+
+
+def preprocess(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """Resize and normalise pixels into one input tensor.
+
+    Parameters
+    ----------
+    pixels : (H0, W0, 3) uint8 ndarray
+    spec : Preprocessing
+
+    Returns
+    -------
+    x : (1, C, H, W) float32 ndarray, always NCHW (methods work in NCHW; the
+        backend converts to the model's own layout).
+    """
+    resized = fit_pixels(pixels, spec)
+    v = resized.astype(np.float32)
+    if spec.channels == 1:
+        v = v @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        v = v[:, :, None]
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    x = (v * np.float32(spec.scale) - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def fit_pixels(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """Resize (and for ``resize="crop"`` centre-crop) pixels to ``spec.size``.
+
+    Returns
+    -------
+    pixels : (H, W, 3) uint8 ndarray, H, W = spec.size
+    """
+    if spec.resize == "stretch":
+        return resize_pixels(pixels, spec.size)
+    h, w = spec.size
+    h0, w0 = pixels.shape[:2]
+    ratio = max(h, w) / spec.crop_fraction / min(h0, w0)
+    nh, nw = max(h, round(h0 * ratio)), max(w, round(w0 * ratio))
+    big = resize_pixels(pixels, (nh, nw))
+    top, left = (nh - h) // 2, (nw - w) // 2
+    return big[top:top + h, left:left + w]
+
+
+def resize_pixels(pixels: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize (H0, W0, 3) uint8 pixels to ``size`` = (H, W) with antialiased bicubic."""
+    h, w = int(size[0]), int(size[1])
+    if pixels.shape[:2] == (h, w):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC))

@@ -1,0 +1,1 @@
+"""One module per explanation method, each a thin layer over the shared engine."""

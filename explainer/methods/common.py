@@ -1,0 +1,112 @@
+"""What every method does before and after its own work."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends.base import Model, resolve_target, scores
+from ..errors import InputError
+from ..explanation import Explanation
+from ..imaging import fit_pixels, preprocess, read_image
+from ..perturbation.engine import RunStats, timed_predict
+
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image made ready for a model.
+
+    Attributes
+    ----------
+    x : (1, C, H, W) float32 ndarray, NCHW
+    pixels : (H, W, 3) uint8 ndarray or None (when given a tensor)
+    source : str, the file it came from ("" for arrays)
+    """
+
+    x: np.ndarray
+    pixels: np.ndarray | None
+    source: str
+
+
+@dataclass
+class Prepared:
+    """An input ready to explain: the tensor, its pixels and the base prediction."""
+
+    x: np.ndarray
+    pixels: np.ndarray | None
+    source: str
+    target: int
+    score: float
+    scores: np.ndarray
+    stats: RunStats = field(default_factory=RunStats)
+    started: float = field(default_factory=time.perf_counter)
+
+
+def load_input(model: Model, image: Any) -> ImageInput:
+    """Turn an image path, pixel array or input tensor into an NCHW tensor.
+
+    Parameters
+    ----------
+    image : str, Path, ndarray or ImageInput
+        A file; (H0, W0, 3) or (H0, W0) uint8 pixels; a (1, C, H, W) float
+        tensor already preprocessed for the model (NCHW whatever the model's
+        layout); or an ImageInput from an earlier call (returned as it is).
+    """
+    if isinstance(image, ImageInput):
+        return image
+    spec = model.spec
+    if isinstance(image, (str, Path)):
+        pixels, source = read_image(image), str(image)
+    else:
+        arr, source = np.asarray(image), ""
+        if arr.ndim == 4:
+            if arr.shape[0] != 1 or tuple(arr.shape[1:]) != spec.input_shape:
+                raise InputError(f"input tensor has shape {list(arr.shape)}; the model takes "
+                                 f"[1, {', '.join(map(str, spec.input_shape))}] (NCHW)")
+            if not np.all(np.isfinite(arr)):
+                raise InputError("input tensor contains NaN or Inf")
+            return ImageInput(arr.astype(np.float32), None, source)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise InputError(f"image must be (H, W, 3) uint8 pixels or a (1, C, H, W) tensor, "
+                             f"got {arr.dtype} {list(arr.shape)}")
+        pixels = arr
+    x = preprocess(pixels, spec.preprocessing)
+    return ImageInput(x, fit_pixels(pixels, spec.preprocessing), source)
+
+
+def prepare(model: Model, image: Any, target: int | str | None, score: str) -> Prepared:
+    """Load the input and run the base prediction (one forward pass)."""
+    started = time.perf_counter()
+    inp = load_input(model, image)
+    stats = RunStats()
+    s = scores(timed_predict(model, inp.x, stats), model.spec, score)[0]
+    idx = resolve_target(target, model.spec, int(np.argmax(s)))
+    return Prepared(inp.x, inp.pixels, inp.source, idx, float(s[idx]), s, stats, started)
+
+
+def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray,
+                params: dict[str, Any], seed: int | None = None) -> Explanation:
+    """Package a finished map with everything needed to reproduce it."""
+    m = np.asarray(relevance, dtype=np.float32)
+    if not np.all(np.isfinite(m)):
+        raise InputError(f"{method}: the map contains NaN or Inf")
+    return Explanation(
+        map=m, target=prep.target, label=model.spec.labels[prep.target], score=prep.score,
+        method=method, params=params, seed=seed, backend=describe_backend(model),
+        model_sha256=model.spec.sha256,
+        timings={"wall_s": time.perf_counter() - prep.started,
+                 "forward_passes": prep.stats.forward_passes, "model_s": prep.stats.model_s},
+        pixels=prep.pixels, input=prep.x, source=prep.source)
+
+
+def describe_backend(model: Model) -> str:
+    providers = getattr(model, "providers", None)
+    name = getattr(model, "backend", type(model).__name__)
+    return f"{name} ({providers[0]})" if providers else name

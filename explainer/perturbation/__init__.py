@@ -1,0 +1,1 @@
+"""The shared engine of the black-box methods: masks, batching, streaming."""

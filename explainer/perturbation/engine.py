@@ -1,0 +1,77 @@
+"""Streams perturbed batches through a Model, generation overlapped with inference."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from ..backends.base import Model, batch_slices
+from ..errors import InputError
+from ..xp import to_numpy
+
+
+@dataclass
+class RunStats:
+    """Counters a method reports in its Explanation's timings."""
+
+    forward_passes: int = 0
+    model_s: float = 0.0
+
+
+def check_batch_size(mini_batch_size: int) -> int:
+    """Validate MATLAB's MiniBatchSize option."""
+    if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, (int, np.integer)) \
+            or mini_batch_size < 1:
+        raise InputError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}")
+    return int(mini_batch_size)
+
+
+def timed_predict(model: Model, batch: Any, stats: RunStats) -> np.ndarray:
+    """``model.predict`` on a host copy of ``batch``, counted in ``stats``."""
+    host = to_numpy(batch)
+    t0 = time.perf_counter()
+    out = model.predict(host)
+    stats.model_s += time.perf_counter() - t0
+    stats.forward_passes += host.shape[0]
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"the model returned NaN or Inf for a batch of {host.shape[0]} inputs")
+    return out
+
+
+def stream(model: Model, n: int, mini_batch_size: int, make_batch: Callable[[int, int], Any],
+           stats: RunStats, *, progress: bool = False, desc: str = "") -> np.ndarray:
+    """Run ``n`` perturbed inputs through ``model`` in order.
+
+    ``make_batch(start, stop)`` builds inputs ``start..stop-1`` as an (B, C, H, W)
+    array while up to ``model.in_flight`` (default 1) earlier batches run in worker
+    threads, so mask generation overlaps inference.
+
+    Returns
+    -------
+    outputs : (n, K) float32 ndarray, row i for input i
+    """
+    size = check_batch_size(mini_batch_size)
+    in_flight = max(1, int(getattr(model, "in_flight", 1)))
+    parts: list[np.ndarray] = []
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=in_flight) as pool, \
+            tqdm(total=n, desc=desc, unit="pass", disable=not progress, leave=False) as bar:
+        for s in batch_slices(n, size):
+            pending.append(pool.submit(timed_predict, model, make_batch(s.start, s.stop), stats))
+            while len(pending) > in_flight or (pending and pending[0].done()):
+                parts.append(_collect(pending.popleft(), bar))
+        while pending:
+            parts.append(_collect(pending.popleft(), bar))
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, 0), np.float32)
+
+
+def _collect(future: Future, bar: tqdm) -> np.ndarray:
+    out = future.result()
+    bar.update(out.shape[0])
+    return out

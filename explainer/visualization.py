@@ -1,0 +1,39 @@
+"""Overlays of maps on images (jet for unsigned maps, red/blue for signed ones)."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from .explanation import Explanation
+
+
+def overlay_png(explanation: "Explanation", *, alpha: float = 0.5, dpi: int = 100) -> bytes:
+    """Render the image with the map on top as PNG bytes (like the seeds' plotMaps).
+
+    The map uses the jet colormap over its own range, with a colorbar and a title
+    giving the class and its score.
+    """
+    m = explanation.map
+    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=dpi)
+    try:
+        if explanation.pixels is not None:
+            ax.imshow(explanation.pixels)
+        im = ax.imshow(m, cmap="jet", alpha=alpha, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_axis_off()
+        kind = explanation.params.get("score", "score")
+        ax.set_title(f"{explanation.label} ({kind} {explanation.score:.3g})\n{explanation.method}",
+                     fontsize=10)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
