@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import onnx
 
@@ -15,7 +15,7 @@ from .backends.base import to_layout
 from .errors import InputError
 from .graph.inspect import default_feature_layer, layers
 from .methods.common import load_input
-from .methods.occlusion import occlusion_sensitivity
+from .methods import discover
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,37 +23,7 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
-def _auto_or_numbers(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        if text == "auto":
-            return "auto"
-        parts = [p for p in text.replace(",", " ").split() if p]
-        try:
-            values = [kind(p) for p in parts]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected 'auto' or {kind.__name__} values, got {text!r}")
-        if not values:
-            raise argparse.ArgumentTypeError("expected a value")
-        return values[0] if len(values) == 1 else values
-    return parse
-
-
-# METHODS: name -> (function, [(flag, keyword, argparse kwargs)])
-METHODS: dict[str, tuple[Callable[..., Any], list[tuple[str, str, dict[str, Any]]]]] = {
-    "occlusion": (occlusion_sensitivity, [
-        ("--mask-size", "mask_size", dict(type=_auto_or_numbers(int), default="auto",
-                                          help="'auto', N or 'H,W' (default auto = 20%%)")),
-        ("--stride", "stride", dict(type=_auto_or_numbers(int), default="auto",
-                                    help="'auto', N or 'H,W' (default auto = 10%%)")),
-        ("--mask-value", "mask_value", dict(type=_auto_or_numbers(float), default="auto",
-                                            help="'auto' (per-channel mean), a number or 'R,G,B'")),
-        ("--mask-clipping", "mask_clipping", dict(choices=["on", "off"], default="on")),
-        ("--output-upsampling", "output_upsampling",
-         dict(choices=["bicubic", "nearest", "none"], default="bicubic")),
-        ("--mini-batch-size", "mini_batch_size", dict(type=int, default=128)),
-        ("--score", "score", dict(choices=["probability", "logit"], default="probability")),
-    ]),
-}
+METHODS = discover()
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -78,18 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     _model_options(i)
     e = sub.add_parser("explain", help="explain images with a method, write maps to --out")
-    e.add_argument("images", nargs="+", metavar="IMAGE")
-    e.add_argument("--method", required=True, choices=sorted(METHODS))
+    e.add_argument("images", nargs="*", metavar="IMAGE")
+    e.add_argument("--method", required=True, choices=sorted(METHODS),
+                   help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
     e.add_argument("--target", help="class index or label (default: the top-1 class)")
     e.add_argument("--out", required=True, type=Path, help="output folder")
     e.add_argument("--save-input", action="store_true", help="also write <stem>.input.npy")
     e.add_argument("--json", action="store_true", help="print a JSON summary")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_options(e)
-    for _, opts in METHODS.values():
-        for flag, dest, kwargs in opts:
-            e.add_argument(flag, dest=dest, **kwargs)
+    seen: set[str] = set()
+    for info in METHODS.values():
+        for opt in info.options:
+            if opt.flag not in seen:
+                seen.add(opt.flag)
+                e.add_argument(opt.flag, dest=opt.dest, default=argparse.SUPPRESS, **opt.kwargs)
     return parser
+
+
+def _method_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
+    """The options the user gave, refusing those the chosen method does not take."""
+    mine = {opt.dest for opt in info.options}
+    every = {opt.dest: opt.flag for m in METHODS.values() for opt in m.options}
+    for dest, flag in every.items():
+        if hasattr(args, dest) and dest not in mine:
+            raise InputError(f"{flag} does not apply to --method {info.name}")
+    return {dest: getattr(args, dest) for dest in mine if hasattr(args, dest)}
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -140,13 +124,16 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> None:
     model = _load(args)
-    function, opts = METHODS[args.method]
-    options = {dest: getattr(args, dest) for _, dest, _ in opts}
-    inputs = [(path, load_input(model, path)) for path in args.images]
+    info = METHODS[args.method]
+    options = _method_options(args, info)
+    if info.needs_image and not args.images:
+        raise InputError(f"--method {info.name} needs at least one IMAGE")
+    inputs = [(path, load_input(model, path)) for path in args.images] if info.needs_image \
+        else [(info.name, None)]
     progress = not args.quiet and sys.stderr.isatty()
     summary = []
     for path, image in inputs:
-        result = function(model, image, args.target, progress=progress, **options)
+        result = info.function(model, image, args.target, progress=progress, **options)
         written = result.save(args.out, Path(path).stem, save_input=args.save_input,
                               input_tensor=to_layout(result.input, model.spec.preprocessing.layout))
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})

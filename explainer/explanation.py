@@ -42,6 +42,12 @@ class Explanation:
         The exact tensor explained (NCHW).
     source : str
         The image file, or "" for arrays.
+    arrays : dict of str to ndarray
+        Further results of the method (e.g. LIME's feature map and importances,
+        raw gradients), saved as ``<stem>.<method>.<key>.npy``.
+    display : {"jet", "diverging"}
+        How the PNG shows the map: jet over its range, or red (for) / blue
+        (against) centred on 0 for signed evidence.
     """
 
     map: np.ndarray
@@ -57,10 +63,13 @@ class Explanation:
     pixels: np.ndarray | None = field(default=None, repr=False)
     input: np.ndarray | None = field(default=None, repr=False)
     source: str = ""
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    display: str = "jet"
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-ready."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("map", "pixels", "input")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("map", "pixels", "input", "arrays")}
+        d["arrays"] = {k: list(np.shape(v)) for k, v in self.arrays.items()}
         d["map_shape"] = list(self.map.shape)
         d["map_min"], d["map_max"] = float(self.map.min()), float(self.map.max())
         return d
@@ -85,6 +94,8 @@ class Explanation:
             out / f"{stem}.{self.method}.json": json.dumps(
                 self.to_dict(), indent=2, allow_nan=False, default=_jsonable).encode(),
         }
+        for key, value in self.arrays.items():
+            files[out / f"{stem}.{self.method}.{safe_stem(key)}.npy"] = np.asarray(value)
         if save_input:
             files[out / f"{stem}.input.npy"] = np.asarray(
                 self.input if input_tensor is None else input_tensor, dtype=np.float32)

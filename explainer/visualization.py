@@ -18,15 +18,20 @@ if TYPE_CHECKING:
 def overlay_png(explanation: "Explanation", *, alpha: float = 0.5, dpi: int = 100) -> bytes:
     """Render the image with the map on top as PNG bytes (like the seeds' plotMaps).
 
-    The map uses the jet colormap over its own range, with a colorbar and a title
-    giving the class and its score.
+    The map uses the jet colormap over its own range (``display="jet"``) or a
+    red/blue diverging colormap centred on 0 (``display="diverging"``), with a
+    colorbar and a title giving the class and its score.
     """
     m = explanation.map
     fig, ax = plt.subplots(figsize=(5, 4.4), dpi=dpi)
     try:
         if explanation.pixels is not None:
             ax.imshow(explanation.pixels)
-        im = ax.imshow(m, cmap="jet", alpha=alpha, interpolation="nearest")
+        if explanation.display == "diverging":
+            lim = float(np.abs(m).max()) or 1.0
+            im = ax.imshow(m, cmap="bwr", vmin=-lim, vmax=lim, alpha=alpha, interpolation="nearest")
+        else:
+            im = ax.imshow(m, cmap="jet", alpha=alpha, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         ax.set_axis_off()
         kind = explanation.params.get("score", "score")

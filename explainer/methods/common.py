@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+import argparse
+from typing import Any, Callable
 
 import numpy as np
 
@@ -92,7 +93,8 @@ def prepare(model: Model, image: Any, target: int | str | None, score: str) -> P
 
 
 def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray,
-                params: dict[str, Any], seed: int | None = None) -> Explanation:
+                params: dict[str, Any], seed: int | None = None,
+                arrays: dict[str, np.ndarray] | None = None, display: str = "jet") -> Explanation:
     """Package a finished map with everything needed to reproduce it."""
     m = np.asarray(relevance, dtype=np.float32)
     if not np.all(np.isfinite(m)):
@@ -103,10 +105,26 @@ def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray
         model_sha256=model.spec.sha256,
         timings={"wall_s": time.perf_counter() - prep.started,
                  "forward_passes": prep.stats.forward_passes, "model_s": prep.stats.model_s},
-        pixels=prep.pixels, input=prep.x, source=prep.source)
+        pixels=prep.pixels, input=prep.x, source=prep.source, arrays=dict(arrays or {}),
+        display=display)
 
 
 def describe_backend(model: Model) -> str:
     providers = getattr(model, "providers", None)
     name = getattr(model, "backend", type(model).__name__)
     return f"{name} ({providers[0]})" if providers else name
+
+
+def auto_or_numbers(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: "auto", one number, or several separated by commas."""
+    def parse(text: str) -> Any:
+        if text == "auto":
+            return "auto"
+        try:
+            values = [kind(p) for p in text.replace(",", " ").split()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected 'auto' or {kind.__name__} values, got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError("expected a value")
+        return values[0] if len(values) == 1 else values
+    return parse

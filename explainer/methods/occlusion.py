@@ -14,7 +14,8 @@ from ..explanation import Explanation
 from ..perturbation import masks
 from ..perturbation.engine import check_batch_size, stream
 from ..xp import array_module, to_numpy
-from .common import explanation, prepare
+from . import MethodInfo, Option
+from .common import explanation, prepare, auto_or_numbers
 
 UPSAMPLING = ("bicubic", "nearest", "none")
 CLIPPING = ("on", "off")
@@ -172,3 +173,17 @@ def _aggregate(diff: np.ndarray, grid: OcclusionGrid, shape: tuple[int, int], up
     yy, xx = np.meshgrid(*coords, indexing="ij")
     order = 3 if upsampling == "bicubic" else 0
     return ndimage.map_coordinates(values, [yy, xx], order=order, mode="nearest")
+
+
+METHODS = [MethodInfo("occlusion", occlusion_sensitivity, (
+    Option("--mask-size", "mask_size", dict(type=auto_or_numbers(int),
+                                            help="'auto' (20%% of the input), N or 'H,W'")),
+    Option("--stride", "stride", dict(type=auto_or_numbers(int),
+                                      help="'auto' (10%% of the input), N or 'H,W'")),
+    Option("--mask-value", "mask_value", dict(type=auto_or_numbers(float),
+                                              help="'auto' (per-channel mean), a number or 'R,G,B'")),
+    Option("--mask-clipping", "mask_clipping", dict(choices=["on", "off"])),
+    Option("--output-upsampling", "output_upsampling", dict(choices=["bicubic", "nearest", "none"])),
+    Option("--mini-batch-size", "mini_batch_size", dict(type=int)),
+    Option("--score", "score", dict(choices=["probability", "logit"])),
+), help="occlusion sensitivity (MATLAB occlusionSensitivity)")]
