@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backends.base import Model, scores
+from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES
 from .backends.onnxruntime import OnnxModel
 from .errors import InputError
 from .methods.common import load_input
@@ -24,7 +25,8 @@ def default_model_path() -> Path:
 def load_model(source: str | Path | None = None, *, device: str = "auto",
                labels: Sequence[str] | None = None, size: Sequence[int] | None = None,
                layout: str | None = None, scale: float | None = None,
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Model:
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> Model:
     """Open a classifier.
 
     Parameters
@@ -35,13 +37,15 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
     labels : sequence of K str, optional
     size, layout, scale, mean, std : optional
         Override the preprocessing stored in the model's metadata.
+    max_model_bytes : int
+        Refuse larger model files (default 4 GiB).
     """
     if source is None:
         source = default_model_path()
     if isinstance(source, str) and "://" in source:
         raise InputError(f"{source}: remote models (Triton) are not supported by this version")
     return OnnxModel(source, device=device, labels=labels, size=size, layout=layout,
-                     scale=scale, mean=mean, std=std)
+                     scale=scale, mean=mean, std=std, max_model_bytes=max_model_bytes)
 
 
 def classify(model: Model, image: Any, top: int = 5) -> list[dict[str, Any]]:

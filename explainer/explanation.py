@@ -34,6 +34,8 @@ class Explanation:
     backend : str
         "onnxruntime" or "triton" plus the device or endpoint.
     model_sha256 : str
+    model_files : dict of str to str
+        sha256 of each external data file of the model, by location.
     timings : dict
         ``wall_s``, ``forward_passes``, ``model_s``.
     pixels : (H, W, 3) uint8 ndarray or None
@@ -59,6 +61,7 @@ class Explanation:
     seed: int | None = None
     backend: str = ""
     model_sha256: str = ""
+    model_files: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     pixels: np.ndarray | None = field(default=None, repr=False)
     input: np.ndarray | None = field(default=None, repr=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,30 +10,11 @@ import onnx
 
 from ..errors import InputError
 from ..imaging import Preprocessing, parse_preprocessing
+from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked
 from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
 
 _DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
            onnx.TensorProto.DOUBLE: np.float64}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_onnx(path: str | Path) -> onnx.ModelProto:
-    """Load an ONNX file's graph (no external data) or fail with a one-line reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such model file")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf raises several unrelated types
-        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
@@ -117,16 +97,18 @@ class OnnxModel:
         ``labels.txt`` beside the model, else "class i".
     size, layout, scale, mean, std : optional
         Override the preprocessing read from the model's metadata.
+    max_model_bytes : int
+        Refuse model files (and their external data) larger than this.
     """
 
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, *, device: str = "auto", labels: Sequence[str] | None = None,
-                 **overrides: Any) -> None:
+                 max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, **overrides: Any) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
-        proto = read_onnx(self.path)
+        proto, external = load_checked(self.path, max_bytes=max_model_bytes)
         image = _image_input(proto, self.path)
         dims = _dims(image)
         meta = _metadata(proto)
@@ -146,7 +128,8 @@ class OnnxModel:
             source=str(self.path), input_name=image.name, output_name=output.name,
             preprocessing=preprocessing, num_classes=k, labels=default_labels(k, given),
             output_kind=kind, max_batch_size=fixed, fixed_batch_size=fixed,
-            sha256=file_sha256(self.path), preprocessing_source=pre_source)
+            sha256=file_sha256(self.path), preprocessing_source=pre_source,
+            extra={"external_data_sha256": external})
 
     def _probe(self, pre: Preprocessing, fixed: int | None, out_name: str, proto: onnx.ModelProto,
                meta: dict[str, str]) -> tuple[int, str]:

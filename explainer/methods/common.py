@@ -103,6 +103,7 @@ def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray
         map=m, target=prep.target, label=model.spec.labels[prep.target], score=prep.score,
         method=method, params=params, seed=seed, backend=describe_backend(model),
         model_sha256=model.spec.sha256,
+        model_files=dict(model.spec.extra.get("external_data_sha256", {})),
         timings={"wall_s": time.perf_counter() - prep.started,
                  "forward_passes": prep.stats.forward_passes, "model_s": prep.stats.model_s},
         pixels=prep.pixels, input=prep.x, source=prep.source, arrays=dict(arrays or {}),
