@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,7 +26,9 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
                labels: Sequence[str] | None = None, size: Sequence[int] | None = None,
                layout: str | None = None, scale: float | None = None,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-               max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> Model:
+               max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, isolate: bool = False,
+               concurrency: int | None = None, timeout: float | None = None,
+               headers: Mapping[str, str] | Sequence[str] | None = None, tls: Any = None) -> Model:
     """Open a classifier.
 
     Parameters
@@ -39,13 +41,28 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
         Override the preprocessing stored in the model's metadata.
     max_model_bytes : int
         Refuse larger model files (default 4 GiB).
+    isolate : bool
+        Load and run the model once in a child process first, so that a runtime
+        crash on a hostile file is reported instead of ending this process.
+    concurrency, timeout, headers, tls : optional
+        Only for Triton endpoints (``grpc://HOST:PORT/MODEL[@VERSION]``, http://, https://,
+        grpcs://, several separated by commas): requests in flight, seconds per request,
+        extra headers ("KEY:VALUE" or a mapping; never logged or saved) and a
+        :class:`explainer.backends.triton_transport.Tls`. See ``TritonModel``.
     """
     if source is None:
         source = default_model_path()
     if isinstance(source, str) and "://" in source:
-        raise InputError(f"{source}: remote models (Triton) are not supported by this version")
+        from .backends.triton import TritonModel
+
+        return TritonModel(source, labels=labels, size=size, layout=layout, scale=scale, mean=mean,
+                           std=std, concurrency=concurrency, timeout=timeout or 60.0, headers=headers,
+                           tls=tls)
+    if concurrency is not None or headers or tls is not None:
+        raise InputError("concurrency, headers and tls apply only to Triton endpoints (grpc://, http://, ...)")
     return OnnxModel(source, device=device, labels=labels, size=size, layout=layout,
-                     scale=scale, mean=mean, std=std, max_model_bytes=max_model_bytes)
+                     scale=scale, mean=mean, std=std, max_model_bytes=max_model_bytes,
+                     isolate=isolate)
 
 
 def classify(model: Model, image: Any, top: int = 5) -> list[dict[str, Any]]:

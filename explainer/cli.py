@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import onnx
 
 from . import api
 from .backends.base import to_layout
+from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import InputError
 from .graph.inspect import default_feature_layer, layers
 from .methods.common import load_input
@@ -34,6 +34,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, help="override the pixel scale (e.g. 0.00392156862745098)")
     p.add_argument("--layout", choices=["NCHW", "NHWC"], help="override the input layout")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--max-model-bytes", type=int, default=DEFAULT_MAX_MODEL_BYTES,
+                   help="refuse larger model files (default 4 GiB)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +80,8 @@ def _method_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
 
 def _load(args: argparse.Namespace) -> Any:
     return api.load_model(args.model, device=args.device, size=args.size, layout=args.layout,
-                          scale=args.scale, mean=args.mean, std=args.std)
+                          scale=args.scale, mean=args.mean, std=args.std,
+                          max_model_bytes=args.max_model_bytes, isolate=True)
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
@@ -97,7 +100,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     model = _load(args)
     spec = model.spec
-    proto = onnx.load(str(spec.source), load_external_data=False)
+    proto = read_onnx(spec.source, max_bytes=args.max_model_bytes)
     all_layers = layers(proto)
     feature = default_feature_layer(proto, spec.preprocessing.layout)
     info = {

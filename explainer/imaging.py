@@ -94,8 +94,9 @@ class Preprocessing:
     crop_fraction: float = 0.875
 
     def __post_init__(self) -> None:
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise InputError(f"size must be two positive integers, got {self.size!r}")
+        if len(self.size) != 2 or not all(isinstance(v, (int, np.integer)) and 0 < v <= 16384
+                                          for v in self.size):
+            raise InputError(f"size must be two integers in 1..16384, got {self.size!r}")
         if self.layout not in LAYOUTS:
             raise InputError(f"layout must be NCHW or NHWC, got {self.layout!r}")
         if self.resize not in RESIZES:

@@ -10,6 +10,7 @@ import onnx
 
 from ..errors import InputError
 from ..imaging import Preprocessing, parse_preprocessing
+from .isolation import probe_session, run_isolated
 from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked
 from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
 
@@ -31,7 +32,13 @@ def _image_input(model: onnx.ModelProto, path: Path) -> onnx.ValueInfoProto:
         raise InputError(f"{path}: not an image classifier: expected one 4-D image input, found {shapes}")
     if images[0].type.tensor_type.elem_type not in _DTYPES:
         raise InputError(f"{path}: not an image classifier: input {images[0].name!r} is not a float tensor")
+    dims = _dims(images[0])
+    if any(d is not None and not 0 < d <= MAX_DIM for d in dims):
+        raise InputError(f"{path}: not an image classifier: input dims {dims} are out of range (1..{MAX_DIM})")
     return images[0]
+
+
+MAX_DIM = 16384
 
 
 def _layout(dims: list[int | None]) -> str:
@@ -99,12 +106,17 @@ class OnnxModel:
         Override the preprocessing read from the model's metadata.
     max_model_bytes : int
         Refuse model files (and their external data) larger than this.
+    isolate : bool
+        First load and run the model in a child process with memory and time
+        limits, so a runtime crash on a hostile file becomes a message (the CLI
+        does this; it costs about a second).
     """
 
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, *, device: str = "auto", labels: Sequence[str] | None = None,
-                 max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, **overrides: Any) -> None:
+                 max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, isolate: bool = False,
+                 **overrides: Any) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -114,14 +126,21 @@ class OnnxModel:
         meta = _metadata(proto)
         preprocessing, pre_source = _preprocessing(dims, meta, overrides, self.path)
         self.providers = _providers(device)
+        self._dtype = _DTYPES[image.type.tensor_type.elem_type]
+        fixed = dims[0] if dims[0] else None
+        if isolate:
+            c, (h, w) = preprocessing.channels, preprocessing.size
+            shape = to_layout(np.zeros((1, c, h, w), np.float32), preprocessing.layout).shape
+            out_name = proto.graph.output[0].name if proto.graph.output else ""
+            run_isolated(probe_session, (str(self.path), self.providers, image.name,
+                                         (fixed or 1,) + shape[1:], np.dtype(self._dtype).name, out_name),
+                         str(self.path))
         try:
             self.session = ort.InferenceSession(str(self.path), providers=self.providers)
         except Exception as e:
             reason = str(e).splitlines()[0][:200]
             raise InputError(f"{self.path}: ONNX Runtime cannot load this model ({reason})") from None
-        self._dtype = _DTYPES[image.type.tensor_type.elem_type]
         output = self.session.get_outputs()[0]
-        fixed = dims[0] if dims[0] else None
         k, kind = self._probe(preprocessing, fixed, output.name, proto, meta)
         given = labels if labels is not None else _labels(meta, self.path)
         self.spec = ModelSpec(

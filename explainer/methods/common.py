@@ -61,10 +61,11 @@ def load_input(model: Model, image: Any) -> ImageInput:
     if isinstance(image, ImageInput):
         return image
     spec = model.spec
-    if isinstance(image, (str, Path)):
-        pixels, source = read_image(image), str(image)
+    source = str(image) if isinstance(image, (str, Path)) else ""
+    if isinstance(image, (str, Path)) and Path(image).suffix.lower() != ".npy":
+        pixels = read_image(image)
     else:
-        arr, source = np.asarray(image), ""
+        arr = read_npy(image) if source else np.asarray(image)
         if arr.ndim == 4:
             if arr.shape[0] != 1 or tuple(arr.shape[1:]) != spec.input_shape:
                 raise InputError(f"input tensor has shape {list(arr.shape)}; the model takes "
@@ -80,6 +81,25 @@ def load_input(model: Model, image: Any) -> ImageInput:
         pixels = arr
     x = preprocess(pixels, spec.preprocessing)
     return ImageInput(x, fit_pixels(pixels, spec.preprocessing), source)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """Read a .npy input: a (1, C, H, W) float tensor or (H, W, 3) uint8 pixels.
+
+    Pickled objects are refused; NaN and Inf are refused by ``load_input``.
+    """
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such input file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: not a readable .npy array ({reason[:120]})") from None
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{path}: .npy input must hold numbers, not {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise InputError(f"{path}: .npy input contains NaN or Inf")
+    return arr
 
 
 def prepare(model: Model, image: Any, target: int | str | None, score: str) -> Prepared:
