@@ -8,14 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from tqdm import tqdm
 
 from . import api
 from .backends.base import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import InputError
+from .explanation import safe_stem
 from .graph.inspect import default_feature_layer, layers
-from .methods.common import load_input
 from .methods import discover
+from .methods.common import load_input
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--save-input", action="store_true", help="also write <stem>.input.npy")
     e.add_argument("--json", action="store_true", help="print a JSON summary")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--resume", action="store_true",
+                   help="skip images whose <stem>.<method>.json is already in --out")
     _model_options(e)
     seen: set[str] = set()
     for info in METHODS.values():
@@ -100,9 +104,10 @@ def cmd_classify(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     model = _load(args)
     spec = model.spec
-    proto = read_onnx(spec.source, max_bytes=args.max_model_bytes)
-    all_layers = layers(proto)
-    feature = default_feature_layer(proto, spec.preprocessing.layout)
+    remote = model.backend == "triton"  # a served model: no graph to read
+    proto = None if remote else read_onnx(spec.source, max_bytes=args.max_model_bytes)
+    all_layers = [] if remote else layers(proto)
+    feature = None if remote else default_feature_layer(proto, spec.preprocessing.layout)
     info = {
         "model": spec.source, "sha256": spec.sha256, "backend": model.backend,
         "input": {"name": spec.input_name, "shape_nchw": list(spec.input_shape),
@@ -131,18 +136,24 @@ def cmd_explain(args: argparse.Namespace) -> None:
     options = _method_options(args, info)
     if info.needs_image and not args.images:
         raise InputError(f"--method {info.name} needs at least one IMAGE")
-    inputs = [(path, load_input(model, path)) for path in args.images] if info.needs_image \
-        else [(info.name, None)]
+    stems = [safe_stem(Path(p).stem) for p in args.images] if info.needs_image else [info.name]
+    if len(set(stems)) != len(stems):
+        raise InputError("two images share a file name; their outputs would overwrite each other")
+    todo = [(p, s) for p, s in zip(args.images or [info.name], stems)
+            if not (args.resume and (args.out / f"{s}.{info.name}.json").is_file())]
+    inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     progress = not args.quiet and sys.stderr.isatty()
     summary = []
-    for path, image in inputs:
+    for path, stem, image in tqdm(inputs, desc="images", unit="image", disable=not progress or len(inputs) < 2):
         result = info.function(model, image, args.target, progress=progress, **options)
-        written = result.save(args.out, Path(path).stem, save_input=args.save_input,
-                              input_tensor=to_layout(result.input, model.spec.preprocessing.layout))
+        layout = model.spec.preprocessing.layout
+        written = result.save(args.out, stem, save_input=args.save_input and result.input is not None,
+                              input_tensor=None if result.input is None else to_layout(result.input, layout))
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})
         if not args.json and not args.quiet:
-            print(f"{path}: {result.label} ({result.score:.3f}) -> "
-                  + ", ".join(str(f) for f in written))
+            print(f"{path}: {result.label} ({result.score:.3f}) -> " + ", ".join(str(f) for f in written))
+    if not args.json and not args.quiet and len(todo) < len(stems):
+        print(f"{len(stems) - len(todo)} image(s) already explained in {args.out}: skipped (--resume)")
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False))
 

@@ -115,3 +115,45 @@ def test_stems_cannot_escape_out(tmp_path):
     from explainer.explanation import safe_stem
     assert safe_stem("../../etc/passwd") == "passwd"
     assert safe_stem("..hidden") == "hidden" and safe_stem("") == "image"
+
+
+def test_byte_identical_across_batch_sizes_and_runs(tmp_path):
+    outs = []
+    for i, batch in enumerate(["128", "7", "128"]):
+        out = tmp_path / str(i)
+        assert main(["explain", COFFEE, "--method", "occlusion", "--out", str(out), "--quiet",
+                     "--mini-batch-size", batch, "--stride", "44"]) == 0
+        outs.append(out)
+    for name in ["coffee.occlusion.npy", "coffee.occlusion.png"]:
+        blobs = {(o / name).read_bytes() for o in outs}
+        assert len(blobs) == 1, name
+
+
+def test_resume_skips_finished_images(tmp_path, capsys):
+    import shutil
+    out = tmp_path / "out"
+    images = []
+    for name in ("a", "b"):
+        images.append(tmp_path / f"{name}.png")
+        shutil.copy(COFFEE, images[-1])
+    args = ["explain", *map(str, images), "--method", "occlusion", "--out", str(out), "--stride", "60"]
+    assert main(args) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "b.occlusion.json").unlink()  # as if interrupted before b finished
+    (out / "b.occlusion.npy").unlink()
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "a.png" not in printed.split("skipped")[0] and "b.png" in printed
+    again = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert again.keys() == first.keys()
+    assert again["b.occlusion.npy"] == first["b.occlusion.npy"]
+
+
+def test_duplicate_stems_are_refused(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    import shutil
+    shutil.copy(COFFEE, tmp_path / "x" / "coffee.png")
+    assert main(["explain", COFFEE, str(tmp_path / "x" / "coffee.png"), "--method", "occlusion",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "share a file name" in capsys.readouterr().err
