@@ -72,10 +72,25 @@ def peak_throughput(session, input_name: str, min_s: float, rounds: int) -> dict
     return rates
 
 
+def local_rate(session, input_name: str, seconds: float = 1.5, rounds: int = 2) -> float:
+    """R(128) measured right now (best of `rounds` rounds of >= `seconds`), to pair with an explain run
+    so that both see the same background load."""
+    x = np.random.default_rng(1).standard_normal((MINI_BATCH, 3, 224, 224), dtype=np.float32)
+    best = 0.0
+    for _ in range(rounds):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            session.run(None, {input_name: x})
+            n += MINI_BATCH
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
 # --------------------------------------------------------------------------- helpers
-def timed(fn, repeats: int):
-    """Run fn() `repeats` times after one warm-up; return (median wall s, all walls, last result)."""
-    result = fn()  # warm-up (also the result we keep)
+def timed(fn, repeats: int, warmup=None):
+    """Run fn() `repeats` times after a warm-up (default: one fn() call); return
+    (median wall s, all walls, last result)."""
+    result = fn() if warmup is None else warmup()
     walls = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -105,10 +120,14 @@ def main() -> int:
     ap.add_argument("--min-s", type=float, default=3.0, help="seconds per throughput round")
     ap.add_argument("--rounds", type=int, default=2, help="throughput rounds per batch size (best kept)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per explain run (median)")
+    ap.add_argument("--torch-repeats", type=int, default=2,
+                    help="timed repeats of Captum with the PyTorch model (slow; warm-up is one batch)")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = ap.parse_args()
 
     t_start = time.perf_counter()
+    load_start = os.getloadavg()
+    cpu_start = time.process_time()
     import onnxruntime as ort
     import torch
     import captum
@@ -139,10 +158,12 @@ def main() -> int:
 
     def run_explainer(name, repeats, **kw):
         fn = lambda: explainer.occlusion_sensitivity(model, x, target, mini_batch_size=MINI_BATCH, **kw)
+        r0 = local_rate(session, input_name)
         wall, walls, e = timed(fn, repeats)
+        r_loc = max(r0, local_rate(session, input_name))
         passes = e.timings["forward_passes"]
         rows.append(dict(name=name, windows=e.params["num_masks"], passes=passes, wall=wall, walls=walls,
-                         model_s=e.timings["model_s"]))
+                         model_s=e.timings["model_s"], r_loc=r_loc))
         print(f"  {name}: {e.params['num_masks']} masks, {passes} passes, median {wall:.3f} s "
               f"(model.predict {e.timings['model_s']:.3f} s), efficiency {eff(passes, wall, R_best):.3f}",
               flush=True)
@@ -180,7 +201,7 @@ def main() -> int:
         with torch.no_grad():
             return torch.softmax(net(t), dim=1)
 
-    def run_captum(name, fwd, m, s, repeats):
+    def run_captum(name, fwd, m, s, repeats, full_warmup=True):
         counter = Counter(fwd)
         occ = Occlusion(counter)
 
@@ -190,9 +211,13 @@ def main() -> int:
                 return occ.attribute(xt, sliding_window_shapes=(3, m, m), strides=(3, s, s),
                                      baselines=baseline, target=target, perturbations_per_eval=MINI_BATCH)
 
-        wall, walls, attr = timed(fn, repeats)
+        warm = None if full_warmup else (lambda: fwd(xt.expand(MINI_BATCH, -1, -1, -1).contiguous()))
+        r0 = local_rate(session, input_name)
+        wall, walls, attr = timed(fn, repeats, warm)
+        r_loc = max(r0, local_rate(session, input_name))
         windows = captum_windows(224, m, s) ** 2
-        rows.append(dict(name=name, windows=windows, passes=counter.n, wall=wall, walls=walls, model_s=None))
+        rows.append(dict(name=name, windows=windows, passes=counter.n, wall=wall, walls=walls, model_s=None,
+                         r_loc=r_loc))
         print(f"  {name}: {windows} windows, {counter.n} passes, median {wall:.3f} s, "
               f"efficiency {eff(counter.n, wall, R_best):.3f}", flush=True)
         return attr.detach().numpy()[0]
@@ -200,7 +225,7 @@ def main() -> int:
     a_ort = run_captum(f"Captum Occlusion, ONNX Runtime session (mask {M}, stride {S})", ort_forward, M, S,
                        args.repeats)
     a_torch = run_captum(f"Captum Occlusion, PyTorch model (mask {M}, stride {S})", torch_forward, M, S,
-                         args.repeats)
+                         args.torch_repeats, full_warmup=False)
 
     # --- map agreement (matched setting)
     ours = e_cmp.map.astype(np.float64)
@@ -222,6 +247,8 @@ def main() -> int:
     d45_all = float(np.abs(e45.map - a45).max())
 
     total_s = time.perf_counter() - t_start
+    load_end = os.getloadavg()
+    cpu_share = (time.process_time() - cpu_start) / total_s
 
     # --- report
     ex_cmp = next(r for r in rows if r["name"].startswith("explainer, Captum-matched"))
@@ -230,6 +257,9 @@ def main() -> int:
     lines.append(f"- Date: {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
     lines.append(f"- Machine: `nproc` = {os.cpu_count() if not hasattr(os, 'sched_getaffinity') else len(os.sched_getaffinity(0))}, "
                  f"CPU: {cpu_model()}, no GPU")
+    lines.append(f"- Load average (1, 5, 15 min) at start {', '.join(f'{v:.2f}' for v in load_start)}, at end "
+                 f"{', '.join(f'{v:.2f}' for v in load_end)}; this process used {cpu_share:.2f} CPUs on "
+                 f"average (other load on the machine makes every number here slower)")
     lines.append(f"- Versions: Python {platform.python_version()}, onnxruntime {ort.__version__} "
                  f"({session.get_providers()[0]}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
                  f"captum {captum.__version__}, numpy {np.__version__}")
@@ -246,16 +276,20 @@ def main() -> int:
     lines.append(f"\nR_best = {R_best:.1f} images/s (batch {b_best}); R(128) = {R_mb:.1f} images/s.\n")
     lines.append("### Explain runs (median wall time)\n")
     lines.append("efficiency = (forward passes / R) / wall time; 1.0 = no cost beyond the model's own.\n")
-    lines.append("| run | windows | forward passes | wall s (median) | time in model.predict s | "
-                 "efficiency vs R_best | efficiency vs R(128) | time / explainer (matched) |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("Local R(128) = R(128) measured just before and after that run (best of the two), "
+                 "so that the run and its reference see the same background load.\n")
+    lines.append("| run | windows | forward passes | wall s (median, range) | time in model.predict s | "
+                 "efficiency vs R_best | efficiency vs R(128) | local R(128) | efficiency vs local R(128) | "
+                 "time / explainer (matched) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ms = f"{r['model_s']:.3f}" if r["model_s"] is not None else "-"
         ratio = f"{r['wall'] / ex_cmp['wall']:.2f}" if "matched" in r["name"] or r["name"].startswith("Captum") \
             else "-"
         lines.append(f"| {r['name']} | {r['windows']} | {r['passes']} | {r['wall']:.3f} "
                      f"(n={len(r['walls'])}, {min(r['walls']):.3f}-{max(r['walls']):.3f}) | {ms} | "
-                     f"{eff(r['passes'], r['wall'], R_best):.3f} | {eff(r['passes'], r['wall'], R_mb):.3f} | {ratio} |")
+                     f"{eff(r['passes'], r['wall'], R_best):.3f} | {eff(r['passes'], r['wall'], R_mb):.3f} | "
+                     f"{r['r_loc']:.1f} | {eff(r['passes'], r['wall'], r['r_loc']):.3f} | {ratio} |")
     lines.append("")
     lines.append(f"Captum / explainer wall-time ratio (mask {M}, stride {S}, {ex_cmp['windows']} windows): "
                  f"(a) ONNX Runtime forward {rows[-2]['wall'] / ex_cmp['wall']:.2f}x, "

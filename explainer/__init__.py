@@ -5,7 +5,12 @@ from .errors import InputError
 from .explanation import Explanation
 from .imaging import Preprocessing, preprocess, read_image
 from .methods.occlusion import occlusion_sensitivity
+from .methods.lime import lime as image_lime
+from .methods.rise import rise
+from .methods.prediction_difference import prediction_difference
 
 __all__ = ["classify", "default_model_path", "load_model", "InputError", "Explanation",
            "Preprocessing", "preprocess", "read_image", "occlusion_sensitivity"]
+__all__ += ["image_lime", "rise"]
+__all__ += ["prediction_difference"]
 __version__ = "0.1.0"

@@ -11,10 +11,12 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from . import api
+from .audit import commands as audit_commands
 from .backends.base import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import InputError
 from .explanation import safe_stem
+from .graph.export_command import add_parser as add_export_gradients, cmd_export_gradients
 from .graph.inspect import default_feature_layer, layers
 from .methods import discover
 from .methods.common import load_input
@@ -38,6 +40,16 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     p.add_argument("--max-model-bytes", type=int, default=DEFAULT_MAX_MODEL_BYTES,
                    help="refuse larger model files (default 4 GiB)")
+    t = p.add_argument_group("Triton endpoints (--model grpc://HOST:PORT/MODEL[@VERSION], http://, "
+                             "grpcs://, https://; several separated by commas)")
+    t.add_argument("--concurrency", type=int, help="requests in flight (default 4 per endpoint)")
+    t.add_argument("--header", action="append", metavar="KEY:VALUE",
+                   help="send this header with every request (repeatable; never logged or saved)")
+    t.add_argument("--timeout", type=float, help="seconds one request may take (default 60)")
+    t.add_argument("--tls-ca-cert", metavar="PEM", help="CA certificates for grpcs:// and https://")
+    t.add_argument("--tls-client-cert", metavar="PEM", help="client certificate (mutual TLS)")
+    t.add_argument("--tls-client-key", metavar="PEM", help="client private key (mutual TLS)")
+    t.add_argument("--tls-insecure", action="store_true", help="https://: do not verify the server")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
             if opt.flag not in seen:
                 seen.add(opt.flag)
                 e.add_argument(opt.flag, dest=opt.dest, default=argparse.SUPPRESS, **opt.kwargs)
+    s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
+    s.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent / "triton_repo",
+                   help="a Triton model repository with ONNX models (default: the bundled triton_repo)")
+    s.add_argument("--http-port", type=int, default=8000)
+    s.add_argument("--grpc-port", type=int, default=8001)
+    audit_commands.add_parsers(sub, _model_options)
+    add_export_gradients(sub)
     return parser
 
 
@@ -85,7 +104,21 @@ def _method_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
 def _load(args: argparse.Namespace) -> Any:
     return api.load_model(args.model, device=args.device, size=args.size, layout=args.layout,
                           scale=args.scale, mean=args.mean, std=args.std,
-                          max_model_bytes=args.max_model_bytes, isolate=True)
+                          max_model_bytes=args.max_model_bytes, isolate=True, **_triton_options(args))
+
+
+def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
+    from .backends.triton_transport import Tls
+
+    files = (args.tls_ca_cert, args.tls_client_cert, args.tls_client_key)
+    tls = Tls(*files, insecure=args.tls_insecure) if any(files) or args.tls_insecure else None
+    return dict(concurrency=args.concurrency, timeout=args.timeout, headers=args.header, tls=tls)
+
+
+def cmd_triton_server(args: argparse.Namespace) -> None:
+    from .triton_server import serve
+
+    serve(args.repo, http_port=args.http_port, grpc_port=args.grpc_port)
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
@@ -158,7 +191,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2, allow_nan=False))
 
 
-COMMANDS = {"classify": cmd_classify, "inspect": cmd_inspect, "explain": cmd_explain}
+COMMANDS = {"classify": cmd_classify, "inspect": cmd_inspect, "explain": cmd_explain,
+            "triton-server": cmd_triton_server}
+COMMANDS.update(audit_commands.commands(_load))
+COMMANDS["export-gradients"] = cmd_export_gradients
 
 
 def main(argv: Sequence[str] | None = None) -> int:

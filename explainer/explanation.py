@@ -50,6 +50,9 @@ class Explanation:
     display : {"jet", "diverging"}
         How the PNG shows the map: jet over its range, or red (for) / blue
         (against) centred on 0 for signed evidence.
+    images : dict of str to (h, w) or (h, w, 3) uint8 ndarray
+        Further pictures (e.g. a tile of activation channels), saved as
+        ``<stem>.<method>.<key>.png``.
     """
 
     map: np.ndarray
@@ -68,11 +71,13 @@ class Explanation:
     source: str = ""
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     display: str = "jet"
+    images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-ready."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("map", "pixels", "input", "arrays")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("map", "pixels", "input", "arrays", "images")}
         d["arrays"] = {k: list(np.shape(v)) for k, v in self.arrays.items()}
+        d["images"] = {k: list(np.shape(v)) for k, v in self.images.items()}
         d["map_shape"] = list(self.map.shape)
         d["map_min"], d["map_max"] = float(self.map.min()), float(self.map.max())
         return d
@@ -99,10 +104,23 @@ class Explanation:
         }
         for key, value in self.arrays.items():
             files[out / f"{stem}.{self.method}.{safe_stem(key)}.npy"] = np.asarray(value)
+        for key, value in self.images.items():
+            files[out / f"{stem}.{self.method}.{safe_stem(key)}.png"] = png_bytes(value)
         if save_input:
             files[out / f"{stem}.input.npy"] = np.asarray(
                 self.input if input_tensor is None else input_tensor, dtype=np.float32)
         return atomic_write_all(files)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of an (h, w) or (h, w, 3) uint8 image."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _jsonable(v: Any) -> Any:

@@ -70,6 +70,19 @@ class Model(Protocol):
         ...
 
 
+class GradientModel(Model, Protocol):
+    """A classifier that also returns gradients of a weighted score (see graph/gradients.py)."""
+
+    def gradients(self, batch: np.ndarray, logit_weights: np.ndarray, probability_weights: np.ndarray,
+                  *, layer: str | None = None,
+                  relu: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Outputs (N, K) float32, d score / d input (N, C, H, W) or d score / d ``layer``, and
+        the layer's activations (None without ``layer``), where score = sum(logit_weights * z
+        + probability_weights * softmax(z)), both weights (N, K); ``relu`` is "standard",
+        "guided" or "deconv"."""
+        ...
+
+
 def to_layout(batch: np.ndarray, layout: str) -> np.ndarray:
     """Convert an (N, C, H, W) batch to the model's layout."""
     return batch if layout == "NCHW" else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))

@@ -170,6 +170,14 @@ class OnnxModel:
             kind = "probabilities" if producers and producers[0] == "Softmax" else "logits"
         return int(max(out.shape[1:])), kind
 
+    def gradients(self, batch: np.ndarray, logit_weights: np.ndarray, probability_weights: np.ndarray,
+                  *, layer: str | None = None,
+                  relu: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Outputs, gradient and layer activations: see ``onnx_gradients.gradients``."""
+        from .onnx_gradients import gradients
+
+        return gradients(self, batch, logit_weights, probability_weights, layer=layer, relu=relu)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Run the model.
 

@@ -1,0 +1,155 @@
+"""Occlusion through a local Triton server vs that server's own peak throughput vs in-process ONNX Runtime.
+
+Run from the repository root with the test environment (tritonclient installed)::
+
+    .venv/bin/python benchmarks/bench_triton.py [--no-write] [--min-s 3]
+
+1. R_triton: the bundled EfficientNet-Lite0's peak throughput through the local server
+   (``explainer triton-server``'s binary and wrapper) with plain gRPC requests of random
+   inputs, perf-analyzer style: C client threads each sending batches of B back to back,
+   best images/s over a small (B, C) grid.
+2. R_ort: plain ``session.run`` in this process, best images/s over batch sizes.
+3. explainer.occlusion_sensitivity on coffee.png (default settings, 122 forward passes)
+   through the server over gRPC and HTTP at several --concurrency values, and in-process.
+   Efficiency = (forward passes / R) / wall time, against R_triton and against R_ort.
+
+Appends (or replaces) the "## Triton (local server)" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import explainer  # noqa: E402
+from explainer.triton_server import LocalTritonServer  # noqa: E402
+
+IMAGE = ROOT / "models" / "efficientnet_lite0" / "examples" / "coffee.png"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADING = "## Triton (local server)"
+MODEL = "efficientnet_lite0"
+
+
+def triton_rate(grpc_port: int, batch: int, clients: int, min_s: float) -> float:
+    """Images/s of ``clients`` threads sending ``batch``-image gRPC requests back to back.
+
+    After one warm-up request each, every client sends requests for at least ``min_s``
+    seconds and at least 2 requests; rate = images answered / time to the last answer.
+    """
+    import tritonclient.grpc as g
+
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    ready = threading.Barrier(clients + 1)
+    ends: list[float] = []
+    lock = threading.Lock()
+    start = [0.0]
+
+    def client() -> None:
+        c = g.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        inp = g.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        c.infer(MODEL, [inp])  # warm-up
+        ready.wait()
+        ready.wait()
+        n = 0
+        while n < 2 or time.perf_counter() - start[0] < min_s:
+            c.infer(MODEL, [inp])
+            n += 1
+            with lock:
+                ends.append(time.perf_counter())
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    start[0] = time.perf_counter()
+    ready.wait()
+    for t in threads:
+        t.join()
+    return len(ends) * batch / (max(ends) - start[0])
+
+
+def ort_rate(model, batch: int, min_s: float) -> float:
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    model.predict(x)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_s:
+        model.predict(x)
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def explain_time(model, repeats: int) -> tuple[float, int, np.ndarray]:
+    walls, e = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        e = explainer.occlusion_sensitivity(model, str(IMAGE))
+        walls.append(time.perf_counter() - t)
+    return statistics.median(walls), e.timings["forward_passes"], e.map
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--min-s", type=float, default=3.0, help="seconds per throughput measurement")
+    ap.add_argument("--repeats", type=int, default=3, help="explain runs per setting (median)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    local = explainer.load_model()
+    r_ort = {b: ort_rate(local, b, args.min_s) for b in (16, 64, 128)}
+    local_wall, passes, ref = explain_time(local, args.repeats)
+    rows, grid = [], {}
+    with LocalTritonServer(http_port=0, grpc_port=0) as server:
+        for b, c in ((16, 1), (16, 4), (64, 2), (128, 1), (128, 2)):
+            grid[(b, c)] = triton_rate(server.grpc_port, b, c, args.min_s)
+        for url in (server.grpc_url, server.http_url):
+            for conc in (1, 2, 4, 8):
+                model = explainer.load_model(f"{url}/{MODEL}", concurrency=conc)
+                wall, n, m = explain_time(model, args.repeats)
+                rows.append((url.split(":")[0], conc, wall, n, float(np.abs(m - ref).max())))
+    r_t, r_o = max(grid.values()), max(r_ort.values())
+    lines = [HEADING, "",
+             f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, Triton 2.51 (nvidia-pytriton 0.7.0 "
+             "tritonserver, python-backend wrapper running ONNX Runtime) on 127.0.0.1, EfficientNet-Lite0, "
+             f"occlusion on coffee.png with default settings ({passes} forward passes, MiniBatchSize 128); "
+             f"median of {args.repeats} runs; load average at the end {os.getloadavg()[0]:.1f} "
+             "(other programs on the machine inflate every time). Reproduce: `.venv/bin/python benchmarks/bench_triton.py`.", "",
+             "Peak throughput through the server, plain gRPC requests (images/s, batch x clients): "
+             + ", ".join(f"{b}x{c}: {r:.0f}" for (b, c), r in grid.items()) + f" -> R_triton = {r_t:.0f}.",
+             "In-process ONNX Runtime, plain `predict` (images/s, batch): "
+             + ", ".join(f"{b}: {r:.0f}" for b, r in r_ort.items()) + f" -> R_ort = {r_o:.0f}.", "",
+             "| path | concurrency | wall (s) | efficiency vs R_triton | efficiency vs R_ort | max abs diff vs in-process |",
+             "|---|---|---|---|---|---|",
+             f"| in-process ONNX Runtime | - | {local_wall:.2f} | - | {passes / r_o / local_wall:.2f} | 0 |"]
+    for proto, conc, wall, n, diff in rows:
+        lines.append(f"| Triton {proto} | {conc} | {wall:.2f} | {n / r_t / wall:.2f} | {n / r_o / wall:.2f} | {diff:.1e} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if not args.no_write:
+        _write(report)
+    return 0
+
+
+def _write(report: str) -> None:
+    """Replace this benchmark's own section of RESULTS.md, or append it."""
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
+    if HEADING in text:
+        start = text.index(HEADING)
+        nxt = text.find("\n## ", start + len(HEADING))
+        text = text[:start] + report + (text[nxt + 1:] if nxt >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + report
+    RESULTS.write_text(text, encoding="utf-8")
+    print(f"wrote {HEADING!r} in {RESULTS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The ``explainer export-layers`` and ``explainer audit`` subcommands (parsers and handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _names(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the subcommands to the ``explainer`` parser's subparsers."""
+    x = sub.add_parser("export-layers", help="write a copy of an ONNX model that also outputs layers")
+    x.add_argument("--model", required=True, type=Path, help="the ONNX classifier")
+    x.add_argument("--layers", required=True, type=_names, help="comma-separated node or tensor names")
+    x.add_argument("--out", required=True, type=Path, help="the new .onnx file")
+    a = sub.add_parser("audit", help="classify and explain a folder; HTML report in --out")
+    a.add_argument("folder", type=Path, metavar="DIR", help="images; sub-folders = true classes")
+    a.add_argument("--out", required=True, type=Path, help="report folder (index.html)")
+    a.add_argument("--methods", type=_names, default=["occlusion"],
+                   help="comma-separated methods (default: occlusion)")
+    a.add_argument("--masks", type=Path, help="ground-truth masks mirroring DIR (nonzero = object)")
+    a.add_argument("--layer", default="auto", help="layer for t-SNE and max/min activating images")
+    a.add_argument("--top-k", type=int, default=4, help="images per class in the max/min grids")
+    a.add_argument("--steps", type=int, default=32, help="deletion/insertion steps")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    model_options(a)
+
+
+def cmd_export_layers(args: argparse.Namespace) -> None:
+    from ..graph.activations import export_layers
+
+    print(export_layers(args.model, args.layers, args.out))
+
+
+def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[argparse.Namespace], None]]:
+    """Handlers by subcommand; ``load(args)`` opens the model as the CLI does."""
+    def cmd_audit(args: argparse.Namespace) -> None:
+        from .run import _methods, audit
+
+        _methods(args.methods)  # refuse unknown methods before loading the model
+        progress = not args.quiet and sys.stderr.isatty()
+        result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,
+                       layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
+                       progress=progress)
+        print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
+                          "flags": result.flags}, indent=2, allow_nan=False))
+
+    return {"export-layers": cmd_export_layers, "audit": cmd_audit}

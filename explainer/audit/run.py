@@ -1,0 +1,211 @@
+"""``explainer audit``: classify, explain and measure every image of a folder, resumably."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import metrics
+from ..backends.base import Model
+from ..dataset import list_images, load_folder, predict_all
+from ..errors import InputError
+from ..explanation import atomic_write_all, safe_stem
+from ..imaging import read_image
+from ..methods import MethodInfo, discover
+from ..methods.common import ImageInput
+from .findings import Finding, spurious_region
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Explained:
+    """One method's results for one image (what the cache holds)."""
+
+    map: np.ndarray
+    display: str
+    metrics: dict[str, Any]
+    deletion: list[float]
+    insertion: list[float]
+
+
+@dataclass
+class Audit:
+    """Everything the report shows.
+
+    Attributes
+    ----------
+    paths : list of Path, N images; truth : list of str or None
+    probs : (N, K) float64; predicted : (N,) int
+    pixels : (N, H, W, 3) uint8
+    results : dict method -> list of N Explained
+    objects : (N, H, W) bool or None, ground-truth masks (all images have one)
+    findings : list of Finding
+    """
+
+    model: Model
+    paths: list[Path]
+    truth: list[str | None]
+    probs: np.ndarray
+    predicted: np.ndarray
+    pixels: np.ndarray
+    x: np.ndarray
+    methods: list[str]
+    results: dict[str, list[Explained]] = field(default_factory=dict)
+    objects: np.ndarray | None = None
+    findings: list[Finding] = field(default_factory=list)
+    computed: int = 0
+    reused: int = 0
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Where the report is, the accuracy (None without true classes), flags and cache use."""
+
+    report: Path
+    accuracy: float | None
+    flags: list[dict[str, Any]]
+    findings: list[Finding]
+    computed: int
+    reused: int
+
+
+def _methods(names: Sequence[str]) -> dict[str, MethodInfo]:
+    found = discover()
+    chosen = {}
+    for name in names:
+        if name not in found or not found[name].needs_image or name == "activations":
+            usable = sorted(n for n, i in found.items() if i.needs_image and n != "activations")
+            raise InputError(f"method {name!r} cannot be audited; choose from {', '.join(usable)}")
+        chosen[name] = found[name]
+    return chosen
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _masks(folder: Path, masks: Path | None, paths: list[Path], shape: tuple[int, int]) -> np.ndarray | None:
+    """(N, H, W) bool object masks mirroring the folder, or None when any is missing."""
+    if masks is None:
+        return None
+    found = []
+    for p in paths:
+        rel = p.relative_to(folder)
+        cands = [masks / rel] + [masks / rel.with_suffix(s) for s in (".png", ".bmp", ".tif")]
+        hit = next((c for c in cands if c.is_file()), None)
+        if hit is None:
+            raise InputError(f"no mask for {rel} in {masks}")
+        m = read_image(hit).max(axis=2) > 0
+        if m.shape != shape:
+            raise InputError(f"mask {hit} is {m.shape[0]}x{m.shape[1]}, the model input is "
+                             f"{shape[0]}x{shape[1]}")
+        found.append(m)
+    return np.stack(found)
+
+
+def audit_images(model: Model, folder: str | Path, out: str | Path, *, methods: Sequence[str] = ("occlusion",),
+                 masks: str | Path | None = None, steps: int = 32, seed: int = 0,
+                 progress: bool = False) -> Audit:
+    """Classify every image, explain it with each method and measure the maps (cached in OUT/cache)."""
+    infos = _methods(methods)
+    folder, out = Path(folder), Path(out)
+    listing = list_images(folder)
+    x, pixels = load_folder(model, listing.paths)
+    probs = predict_all(model, x)
+    a = Audit(model, listing.paths, listing.truth, probs, probs.argmax(axis=1), pixels, x, list(infos))
+    a.objects = _masks(folder, Path(masks) if masks else None, listing.paths, x.shape[2:])
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    a.results = {name: [] for name in infos}
+    for i in tqdm(range(len(a.paths)), desc="audit", unit="image", disable=not progress):
+        for name, info in infos.items():
+            a.results[name].append(_explained(a, i, name, info, cache, steps, seed))
+    for name in infos:
+        maps = np.stack([r.map for r in a.results[name]])
+        for k in sorted(set(a.predicted.tolist())):
+            sel = a.predicted == k
+            objects = a.objects[sel] if a.objects is not None else None
+            a.findings.append(spurious_region(name, model.spec.labels[k], maps[sel], objects))
+    return a
+
+
+def _explained(a: Audit, i: int, name: str, info: MethodInfo, cache: Path, steps: int,
+               seed: int) -> Explained:
+    path = a.paths[i]
+    stem = f"{i:04d}-{safe_stem(path.stem)}.{name}"
+    key = {"version": CACHE_VERSION, "model": a.model.spec.sha256, "image": str(path),
+           "image_sha256": _sha(path), "method": name, "seed": seed, "steps": steps,
+           "target": int(a.predicted[i]),
+           "mask": None if a.objects is None else hashlib.sha256(a.objects[i].tobytes()).hexdigest()}
+    meta_file, map_file = cache / f"{stem}.json", cache / f"{stem}.npy"
+    if meta_file.is_file() and map_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        if meta.get("key") == key:
+            a.reused += 1
+            return Explained(np.load(map_file), meta["display"], meta["metrics"], meta["deletion"],
+                             meta["insertion"])
+    r = _compute(a, i, info, steps, seed)
+    meta = {"key": key, "display": r.display, "metrics": r.metrics, "deletion": r.deletion,
+            "insertion": r.insertion}
+    atomic_write_all({map_file: r.map, meta_file: json.dumps(meta, allow_nan=False).encode()})
+    a.computed += 1
+    return r
+
+
+def _compute(a: Audit, i: int, info: MethodInfo, steps: int, seed: int) -> Explained:
+    image = ImageInput(a.x[i:i + 1], a.pixels[i], str(a.paths[i]))
+    target = int(a.predicted[i])
+    kwargs = {"seed": seed} if "seed" in inspect.signature(info.function).parameters else {}
+    e = info.function(a.model, image, target, progress=False, **kwargs)
+    m = np.asarray(e.map, dtype=np.float32)
+    dele = metrics.deletion_insertion(a.model, image, m, target, kind="deletion", steps=steps)
+    ins = metrics.deletion_insertion(a.model, image, m, target, kind="insertion", steps=steps)
+    values: dict[str, Any] = {"deletion_auc": dele.auc, "insertion_auc": ins.auc}
+    if a.objects is not None:
+        values["pointing_game"] = metrics.pointing_game(m, a.objects[i])
+        values["relevance_mass"] = metrics.relevance_mass(m, a.objects[i])
+    return Explained(m, e.display, values, dele.scores.tolist(), ins.scores.tolist())
+
+
+def audit(model: Model, folder: str | Path, out: str | Path, *, methods: Sequence[str] = ("occlusion",),
+          masks: str | Path | None = None, layer: str = "auto", top_k: int = 4, steps: int = 32,
+          seed: int = 0, progress: bool = False) -> AuditResult:
+    """Audit a folder and write ``OUT/index.html`` (see explainer.audit.report).
+
+    Parameters
+    ----------
+    model : Model
+    folder : images; sub-folder names are the true classes
+    out : the report folder; ``OUT/cache`` keeps per-image results, so an
+        interrupted audit resumes where it stopped (same results, byte for byte)
+    methods : method names from ``explainer.methods.discover()``
+    masks : folder of object masks mirroring ``folder`` (nonzero = object), optional
+    layer : layer for t-SNE and maximal/minimal activating images ("auto": the
+        default feature layer)
+    top_k : images per row of the maximal/minimal activating grids
+    steps : deletion/insertion steps
+    seed : for methods that sample, and t-SNE
+    """
+    from .report import write_report
+
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+    a = audit_images(model, folder, out, methods=methods, masks=masks, steps=steps, seed=seed,
+                     progress=progress)
+    report = write_report(a, Path(out), layer=layer, top_k=top_k, seed=seed)
+    labelled = [i for i, t in enumerate(a.truth) if t is not None]
+    acc = None
+    if labelled:
+        acc = float(np.mean([a.truth[i] == model.spec.labels[a.predicted[i]] for i in labelled]))
+    flags = [{"method": f.method, "class": f.label, "region": f.region,
+              "consistency": f.consistency, "concentration": f.concentration}
+             for f in a.findings if f.flagged]
+    return AuditResult(report, acc, flags, a.findings, a.computed, a.reused)

@@ -1,0 +1,106 @@
+"""In-process gradients for OnnxModel: the gradient model built in memory and run by ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import InputError
+from ..graph.gradients import gradient_model
+from .base import batch_slices, to_layout
+from .onnx_safety import load_checked
+
+
+def load_with_weights(path: Path) -> onnx.ModelProto:
+    """The model with its external data (locations checked first, as for inference)."""
+    proto, external = load_checked(path)
+    if external:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(proto, str(Path(path).parent))
+    return proto
+
+
+def gradient_session(model: Any, layer: str | None, relu: str) -> Any:
+    """The ORT session of ``model``'s gradient model for (layer, relu), built on first use."""
+    import onnxruntime as ort
+
+    cache = model.__dict__.setdefault("_gradient_sessions", {})
+    key = (layer, relu)
+    if key not in cache:
+        proto = gradient_model(load_with_weights(model.path), layer=layer, relu=relu)
+        try:
+            cache[key] = ort.InferenceSession(proto.SerializeToString(), providers=model.providers)
+        except Exception as e:
+            reason = str(e).splitlines()[0][:200]
+            raise InputError(f"{model.path}: ONNX Runtime cannot load the gradient model ({reason})") from None
+    return cache[key]
+
+
+def _weights(w: np.ndarray, n: int, k: int, name: str) -> np.ndarray:
+    w = np.asarray(w, dtype=np.float32)
+    if w.shape != (n, k):
+        raise InputError(f"{name} must have shape ({n}, {k}) (batch, classes), got {w.shape}")
+    return w
+
+
+def gradients(model: Any, batch: np.ndarray, logit_weights: np.ndarray, probability_weights: np.ndarray,
+              *, layer: str | None = None,
+              relu: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Outputs and the gradient of sum(logit_weights * z + probability_weights * softmax(z)).
+
+    Parameters
+    ----------
+    model : OnnxModel
+    batch : (N, C, H, W) float32 ndarray (NCHW whatever the model's layout)
+    logit_weights, probability_weights : (N, K) float32 ndarray
+    layer : str, optional
+        Differentiate with respect to this tensor or node output instead of the input.
+    relu : {"standard", "guided", "deconv"}
+
+    Returns
+    -------
+    outputs : (N, K) float32 ndarray
+    gradient : float32 ndarray
+        (N, C, H, W) for the input; the layer tensor's own shape with ``layer``.
+    activations : float32 ndarray or None
+        The layer tensor (None without ``layer``).
+    """
+    batch = np.asarray(batch)
+    if batch.ndim != 4:
+        raise InputError(f"batch must be (N, C, H, W), got shape {batch.shape}")
+    n, k = batch.shape[0], model.spec.num_classes
+    wl = _weights(logit_weights, n, k, "logit_weights")
+    wp = _weights(probability_weights, n, k, "probability_weights")
+    session = gradient_session(model, layer, relu)
+    step = model.spec.fixed_batch_size or n or 1
+    parts = [_run(model, session, batch[s], wl[s], wp[s], layer) for s in batch_slices(n, step)]
+    if not parts:
+        raise InputError("batch is empty")
+    outputs = np.concatenate([p[0] for p in parts])
+    gradient = np.concatenate([p[1] for p in parts])
+    activations = np.concatenate([p[2] for p in parts]) if layer is not None else None
+    return outputs, gradient, activations
+
+
+def _run(model: Any, session: Any, part: np.ndarray, wl: np.ndarray, wp: np.ndarray,
+         layer: str | None) -> tuple[np.ndarray, ...]:
+    n, fixed = part.shape[0], model.spec.fixed_batch_size
+    if fixed and n < fixed:
+        pad = [(0, fixed - n)]
+        part = np.pad(part, pad + [(0, 0)] * 3)
+        wl, wp = np.pad(wl, pad + [(0, 0)]), np.pad(wp, pad + [(0, 0)])
+    layout = model.spec.preprocessing.layout
+    feed = {model.spec.input_name: to_layout(np.asarray(part, dtype=model._dtype), layout),
+            "logit_weights": wl, "probability_weights": wp}
+    names = [model.spec.output_name, "gradient"] + (["activations"] if layer is not None else [])
+    got = session.run(names, feed)
+    out = np.asarray(got[0], dtype=np.float32).reshape(got[0].shape[0], -1)[:n]
+    grad = np.asarray(got[1], dtype=np.float32)[:n]
+    if layer is None and layout == "NHWC":
+        grad = np.ascontiguousarray(grad.transpose(0, 3, 1, 2))
+    acts = np.asarray(got[2], dtype=np.float32)[:n] if layer is not None else None
+    return out, grad, acts

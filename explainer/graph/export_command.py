@@ -1,0 +1,55 @@
+"""The ``explainer export-gradients`` subcommand: write a model's gradient model to a file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .gradients import RELU_RULES, gradient_model
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``export-gradients`` to the ``explainer`` parser's subparsers."""
+    p = sub.add_parser("export-gradients", help="write the standard-ONNX gradient model of a classifier")
+    p.add_argument("--model", type=Path, help="ONNX file (default: the bundled EfficientNet-Lite0)")
+    p.add_argument("--out", required=True, type=Path, help="the new .onnx file")
+    p.add_argument("--layer", help="differentiate with respect to this node or tensor (see `explainer inspect`)")
+    p.add_argument("--relu", choices=RELU_RULES, default="standard", help="backward rule of ReLU layers")
+
+
+def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: str = "standard") -> dict:
+    """Build the gradient model of ``model`` and write it to ``out`` atomically.
+
+    Returns
+    -------
+    dict
+        ``out``, ``wrt`` (the differentiated tensor), ``relu`` and ``nodes``.
+    """
+    from ..backends.onnx_gradients import load_with_weights
+    from ..explanation import atomic_write_all
+
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    if out.exists() and out.resolve() == Path(model).resolve():
+        raise InputError(f"--out {out} is the model itself; choose another file")
+    proto = gradient_model(load_with_weights(Path(model)), layer=layer, relu=relu)
+    try:
+        data = proto.SerializeToString()
+    except ValueError as e:  # protobuf's 2 GiB limit
+        raise InputError(f"the gradient model cannot be serialised ({e})") from None
+    atomic_write_all({out: data})
+    meta = json.loads(next(p.value for p in proto.metadata_props if p.key == "explainer.gradient"))
+    return {"out": str(out), "wrt": meta["wrt"], "relu": relu, "nodes": len(proto.graph.node)}
+
+
+def cmd_export_gradients(args: argparse.Namespace) -> None:
+    from ..api import default_model_path
+
+    info = export_gradients(args.model or default_model_path(), args.out, layer=args.layer, relu=args.relu)
+    print(json.dumps(info))

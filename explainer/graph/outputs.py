@@ -1,0 +1,100 @@
+"""Derived ONNX models whose outputs are intermediate tensors of a classifier."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+from ..errors import InputError
+
+MEANS_OUTPUT = "explainer_layer_means"
+
+
+def resolve_tensor(model: onnx.ModelProto, name: str) -> str:
+    """The tensor a layer name refers to.
+
+    ``name`` is a tensor produced by a node (as ``explainer inspect`` lists in
+    its "output" column) or a node's name, which stands for its first output.
+    """
+    produced = [out for node in model.graph.node for out in node.output if out]
+    if name in produced:
+        return name
+    for node in model.graph.node:
+        if node.name and node.name == name and node.output:
+            return node.output[0]
+    raise InputError(f"layer {name!r} is not a node or tensor of this model "
+                     "(`explainer inspect` lists them)")
+
+
+def tensor_rank(model: onnx.ModelProto, tensor: str) -> tuple[int | None, int]:
+    """Rank (None when unknown) and element type of ``tensor``, by shape inference."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # shape inference is best effort
+        return None, onnx.TensorProto.FLOAT
+    g = inferred.graph
+    for vi in list(g.value_info) + list(g.output):
+        if vi.name == tensor and vi.type.tensor_type.HasField("shape"):
+            return len(vi.type.tensor_type.shape.dim), vi.type.tensor_type.elem_type
+    return None, onnx.TensorProto.FLOAT
+
+
+def prune(graph: onnx.GraphProto) -> None:
+    """Remove nodes and initializers that no graph output depends on (in place)."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output):
+            keep.append(node)
+            needed.update(node.input)
+            for attr in node.attribute:  # subgraphs (If/Loop) read outer tensors
+                for sub in list(attr.g.node if attr.HasField("g") else []) + \
+                        [n for g in attr.graphs for n in g.node]:
+                    needed.update(sub.input)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+def layer_means_model(model: onnx.ModelProto, layer: str) -> onnx.ModelProto:
+    """A model whose output is the spatial mean of one intermediate tensor.
+
+    For a tensor of shape (N, C, H, W) (or any (N, C, ...)), the output
+    ``explainer_layer_means`` is (N, C): GlobalAveragePool then Flatten, i.e.
+    the mean of each feature map, the quantity the prediction difference analysis
+    explains for hidden units (Zintgraf et al. 2017, section 3.3). A (N, C)
+    tensor (a fully connected layer) is output as it is. The rest of the graph
+    past the tensor is pruned; metadata (preprocessing) is kept.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto, the classifier (not modified)
+    layer : str, a tensor name or a node name (its first output)
+
+    Returns
+    -------
+    onnx.ModelProto
+    """
+    tensor = resolve_tensor(model, layer)
+    rank, elem_type = tensor_rank(model, tensor)
+    if rank is None or rank < 2:
+        raise InputError(f"layer {layer!r}: cannot use tensor {tensor!r} of rank {rank}; "
+                         "a hidden unit needs an (N, C) or (N, C, H, W) tensor")
+    derived = onnx.ModelProto()
+    derived.CopyFrom(model)
+    g = derived.graph
+    if rank == 2:
+        g.node.append(helper.make_node("Identity", [tensor], [MEANS_OUTPUT], name="explainer_means"))
+    else:
+        pooled = MEANS_OUTPUT + "_pooled"
+        g.node.append(helper.make_node("GlobalAveragePool", [tensor], [pooled], name="explainer_gap"))
+        g.node.append(helper.make_node("Flatten", [pooled], [MEANS_OUTPUT], name="explainer_flatten", axis=1))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info(MEANS_OUTPUT, elem_type, None))
+    prune(g)
+    kept = [p for p in derived.metadata_props if p.key not in ("explainer.labels", "explainer.output")]
+    del derived.metadata_props[:]
+    derived.metadata_props.extend(kept)
+    return derived

@@ -1,0 +1,170 @@
+"""Grad-CAM (MATLAB gradCAM) and CAM (Zhou et al. 2016) for models ending in GAP + FC."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..backends.base import Model
+from ..errors import InputError
+from ..explanation import Explanation
+from ..graph.activations import layer_activations
+from . import MethodInfo, Option
+from .activations import resolve_layer, upsample
+from .common import explanation, prepare
+from .gradient_common import require_gradients, target_weights
+
+UPSAMPLING = ("bicubic", "nearest", "none")
+
+
+def _channels_first(t: np.ndarray, model: Model, layer: str) -> np.ndarray:
+    """A (1, C, h, w) feature tensor (NHWC models' 4-D tensors are transposed)."""
+    if t.ndim != 4:
+        raise InputError(f"layer {layer!r} has a {t.ndim}-D output {list(t.shape)}; "
+                         "Grad-CAM needs a 4-D (N, C, h, w) feature map")
+    return t.transpose(0, 3, 1, 2) if model.spec.preprocessing.layout == "NHWC" else t
+
+
+def _finish(model: Model, prep: Any, method: str, cam: np.ndarray, upsampling: str,
+            params: dict[str, Any]) -> Explanation:
+    if upsampling not in UPSAMPLING:
+        raise InputError(f"output_upsampling must be one of {UPSAMPLING}, got {upsampling!r}")
+    if upsampling == "none":
+        relevance = cam
+    else:
+        relevance = upsample(cam, prep.x.shape[2:], 3 if upsampling == "bicubic" else 0)
+    params.update(output_upsampling=upsampling, feature_map_shape=list(cam.shape))
+    return explanation(model, prep, method, relevance, params,
+                       arrays={"feature_map": cam.astype(np.float32)})
+
+
+def grad_cam(model: Model, image: Any, target: int | str | None = None, *, feature_layer: str = "auto",
+             score: str = "probability", output_upsampling: str = "bicubic",
+             progress: bool = False) -> Explanation:
+    """Gradient-weighted class activation map.
+
+    map = ReLU(sum_c alpha_c A_c), alpha_c = the spatial mean of d score / d A_c, A the
+    feature layer's (C, h, w) activations; upsampled to the input size.
+
+    Parameters
+    ----------
+    model : GradientModel
+    image : str, Path or ndarray
+    target : int, str or None
+    feature_layer : str
+        A node or tensor name with a 4-D output; "auto": MATLAB's default (the last
+        ReLU-like layer with non-singleton spatial size, or the last Add/Concat of such).
+    score : {"probability", "logit"}
+    output_upsampling : {"bicubic", "nearest", "none"}
+        "none" leaves the map at the feature layer's (h, w).
+
+    Returns
+    -------
+    Explanation
+        ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
+    """
+    require_gradients(model, "grad-cam")
+    prep = prepare(model, image, target, score)
+    layer = resolve_layer(model, feature_layer)
+    wl, wp = target_weights(model, 1, prep.target, score)
+    started = time.perf_counter()
+    _, grad, acts = model.gradients(prep.x, wl, wp, layer=layer)
+    prep.stats.model_s += time.perf_counter() - started
+    prep.stats.forward_passes += 1
+    g, a = (_channels_first(t, model, layer)[0].astype(np.float64) for t in (grad, acts))
+    alpha = g.mean(axis=(1, 2))
+    cam = np.maximum(np.tensordot(alpha, a, axes=1), 0.0)
+    params = dict(feature_layer=layer, score=score, channels=int(a.shape[0]))
+    return _finish(model, prep, "grad-cam", cam, output_upsampling, params)
+
+
+def _initializer(g: onnx.GraphProto, name: str) -> np.ndarray | None:
+    found = next((t for t in g.initializer if t.name == name), None)
+    if found is None:
+        found = next((numpy_helper.to_array(a.t) for n in g.node if n.op_type == "Constant" and n.output[0] == name
+                      for a in n.attribute if a.name == "value"), None)
+        return None if found is None else np.asarray(found)
+    return numpy_helper.to_array(found)
+
+
+def cam_weights(proto: onnx.ModelProto) -> tuple[str, np.ndarray]:
+    """The feature tensor before global average pooling and the FC weights (K, C).
+
+    Follows the output back through Softmax, Add (bias), Gemm or MatMul, and
+    Flatten/Reshape/Squeeze to a GlobalAveragePool.
+
+    Raises
+    ------
+    InputError
+        When the model does not end in GlobalAveragePool + fully connected layer.
+    """
+    g = proto.graph
+    producer = {o: n for n in g.node for o in n.output}
+    refuse = InputError("cam needs a model that ends in GlobalAveragePool + a fully connected layer "
+                        "(Gemm or MatMul); use --method grad-cam for this model")
+    node, weights = producer.get(g.output[0].name), None
+    while node is not None and node.op_type in ("Softmax", "Add", "Identity", "Flatten", "Reshape",
+                                                "Squeeze", "Gemm", "MatMul"):
+        if node.op_type in ("Gemm", "MatMul"):
+            if weights is not None:
+                raise refuse
+            w = _initializer(g, node.input[1])
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if w is None or w.ndim != 2 or attrs.get("transA", 0):
+                raise refuse
+            weights = w * attrs.get("alpha", 1.0) if attrs.get("transB", 0) and node.op_type == "Gemm" \
+                else w.T * attrs.get("alpha", 1.0)
+        node = next((producer[i] for i in node.input if i in producer and _initializer(g, i) is None), None)
+    if node is None or node.op_type != "GlobalAveragePool" or weights is None:
+        raise refuse
+    return node.input[0], np.asarray(weights, np.float64)
+
+
+def cam(model: Model, image: Any, target: int | str | None = None, *, score: str = "probability",
+        output_upsampling: str = "bicubic", progress: bool = False) -> Explanation:
+    """Class activation map: sum_c W[target, c] A_c, A the features before the global pooling.
+
+    The map is the target's logit before pooling (signed, unnormalised); ``score`` only
+    picks how the target and its score are reported. With score="logit", Grad-CAM on
+    the same layer equals ReLU(CAM) / (h * w).
+
+    Returns
+    -------
+    Explanation
+        ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
+    """
+    from ..backends.onnx_safety import read_onnx
+
+    try:
+        proto = read_onnx(model.spec.source)
+    except InputError:
+        raise InputError("cam reads the fully connected weights from the ONNX file; "
+                         f"{model.spec.source!r} is not one (use --method grad-cam)") from None
+    tensor, weights = cam_weights(proto)
+    prep = prepare(model, image, target, score)
+    a = _channels_first(layer_activations(model, prep.x, [tensor])[tensor], model, tensor)[0]
+    prep.stats.forward_passes += 1
+    if weights.shape != (model.spec.num_classes, a.shape[0]):
+        raise InputError(f"cam: FC weights {list(weights.shape)} do not match {a.shape[0]} channels "
+                         f"and {model.spec.num_classes} classes")
+    value = np.tensordot(weights[prep.target], a.astype(np.float64), axes=1)
+    params = dict(feature_layer=tensor, score=score, channels=int(a.shape[0]))
+    return _finish(model, prep, "cam", value, output_upsampling, params)
+
+
+UPSAMPLE_OPTION = Option("--output-upsampling", "output_upsampling",
+                         dict(choices=["bicubic", "nearest", "none"]))
+SCORE_OPTION = Option("--score", "score", dict(choices=["probability", "logit"]))
+
+METHODS = [
+    MethodInfo("grad-cam", grad_cam, (
+        Option("--feature-layer", "feature_layer", dict(help="grad-cam: a 4-D layer (see `explainer inspect`); "
+                                                             "default: MATLAB's default feature layer")),
+        SCORE_OPTION, UPSAMPLE_OPTION), help="Grad-CAM (MATLAB gradCAM)"),
+    MethodInfo("cam", cam, (SCORE_OPTION, UPSAMPLE_OPTION),
+               help="class activation map, for models ending in global average pooling + FC"),
+]

@@ -1,0 +1,176 @@
+"""RISE: randomized input sampling for explanation (Petsiuk, Das, Saenko 2018)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..backends.base import Model, scores
+from ..errors import InputError
+from ..explanation import Explanation
+from ..perturbation import masks
+from ..perturbation.engine import check_batch_size, stream
+from ..xp import array_module, to_numpy
+from . import MethodInfo, Option
+from .common import auto_or_numbers, explanation, prepare
+from .occlusion import _mask_value
+
+AGGREGATE_CHUNK = 256  # masks per aggregation GEMM; fixed so results do not depend on batch size
+
+
+@dataclass(frozen=True)
+class RisePlan:
+    """Every mask's randomness, drawn up front from the seed (small: N * (s*s + 2)).
+
+    Attributes
+    ----------
+    grids : (N, s, s) float32 ndarray of 0/1, the low-resolution binary grids
+    shifts : (N, 2) int64 ndarray, (dy, dx) crop offsets in [0, cell)
+    cell : (ch, cw), ceil(H / s), ceil(W / s)
+    shape : (H, W)
+    """
+
+    grids: np.ndarray
+    shifts: np.ndarray
+    cell: tuple[int, int]
+    shape: tuple[int, int]
+
+    @property
+    def upsampled(self) -> tuple[int, int]:
+        """(Hup, Wup) = (s + 1) * cell, the size grids are resized to before cropping."""
+        s = self.grids.shape[1]
+        return (s + 1) * self.cell[0], (s + 1) * self.cell[1]
+
+
+def rise_plan(shape: tuple[int, int], num_masks: int, grid_size: int, keep_probability: float,
+              seed: int) -> RisePlan:
+    """Draw the N grids (cell on with probability p) and shifts from ``seed``."""
+    rng = np.random.default_rng(seed)
+    cell = (-(-shape[0] // grid_size), -(-shape[1] // grid_size))
+    grids = (rng.random((num_masks, grid_size, grid_size)) < keep_probability).astype(np.float32)
+    shifts = np.stack([rng.integers(0, cell[0], num_masks), rng.integers(0, cell[1], num_masks)], axis=1)
+    return RisePlan(grids, shifts.astype(np.int64), cell, tuple(shape))
+
+
+class MaskMaker:
+    """Builds masks start..stop-1 of a plan on ``xp`` (bilinear resize, shift, crop)."""
+
+    def __init__(self, plan: RisePlan, xp: Any):
+        s = plan.grids.shape[1]
+        up = plan.upsampled
+        self.plan, self.xp = plan, xp
+        self.rows = masks.linear_resize_matrix(s, up[0], xp)
+        self.cols = masks.linear_resize_matrix(s, up[1], xp)
+        self.grids, self.shifts = xp.asarray(plan.grids), xp.asarray(plan.shifts)
+
+    def __call__(self, start: int, stop: int) -> Any:
+        """(stop - start, H, W) float32 masks with values in [0, 1]."""
+        return masks.shifted_upsample(self.grids[start:stop], self.shifts[start:stop], self.rows,
+                                      self.cols, self.plan.shape, self.xp)
+
+
+def rise_masks(shape: tuple[int, int], num_masks: int = 4000, grid_size: int = 7,
+               keep_probability: float = 0.5, seed: int = 0) -> np.ndarray:
+    """All N masks of a ``rise`` run with these settings: (N, H, W) float32 (for tests, small N)."""
+    plan = rise_plan(shape, num_masks, grid_size, keep_probability, seed)
+    return MaskMaker(plan, np)(0, num_masks)
+
+
+def _check(num_masks: Any, grid_size: Any, keep_probability: Any, seed: Any,
+           shape: tuple[int, int]) -> None:
+    for name, v, least in (("num_masks", num_masks, 1), ("grid_size", grid_size, 1), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+            raise InputError(f"{name} must be an integer >= {least}, got {v!r}")
+    if grid_size > min(shape):
+        raise InputError(f"grid_size {grid_size} is larger than the {shape[0]}x{shape[1]} input")
+    if isinstance(keep_probability, bool) or not isinstance(keep_probability, (int, float, np.floating)) \
+            or not 0 < keep_probability <= 1:
+        raise InputError(f"keep_probability must be in (0, 1], got {keep_probability!r}")
+
+
+def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks: int = 4000,
+         grid_size: int = 7, keep_probability: float = 0.5,
+         mask_value: float | Sequence[float] | str = "auto", mini_batch_size: int = 128,
+         seed: int = 0, score: str = "probability", execution_environment: str = "auto",
+         progress: bool = False) -> Explanation:
+    """Saliency as the score-weighted mean of random smooth masks.
+
+    Each mask is a random ``grid_size`` x ``grid_size`` binary grid (cells kept
+    with probability p) resized bilinearly to (s + 1) * cell and cropped at a
+    random shift; masked input = fill + mask * (x - fill). The map is
+    ``sum_i score_i * mask_i / (N * p)`` (scores^T masks, one GEMM per chunk).
+
+    Parameters
+    ----------
+    model : Model
+    image : str, Path or ndarray
+        File, (H0, W0, 3) uint8 pixels, or a (1, C, H, W) float32 input tensor.
+    target : int, str or None
+    num_masks : int
+        N (forward passes: N + 1).
+    grid_size : int
+        s, cells per side of the low-resolution grid.
+    keep_probability : float
+        p, the chance that a cell is kept.
+    mask_value : float, (C,) floats or "auto"
+        Fill for removed pixels in the input's units; "auto" = per-channel mean
+        of the input (the paper multiplies by the mask, i.e. 0).
+    mini_batch_size, score, execution_environment, progress
+        As for occlusion.
+    seed : int
+        Fixes every mask, whatever ``mini_batch_size``.
+
+    Returns
+    -------
+    Explanation
+        ``map`` : (H, W) float32, unnormalised (its mean is about E[score]).
+    """
+    check_batch_size(mini_batch_size)
+    xp = array_module(execution_environment)
+    prep = prepare(model, image, target, score)
+    shape = prep.x.shape[2:]
+    _check(num_masks, grid_size, keep_probability, seed, shape)
+    fill = _mask_value(mask_value, prep.x)
+    plan = rise_plan(shape, int(num_masks), int(grid_size), float(keep_probability), int(seed))
+    make = MaskMaker(plan, xp)
+    x_dev, fill_dev = xp.asarray(prep.x), xp.asarray(fill)
+
+    def make_batch(start: int, stop: int) -> Any:
+        return masks.blend(x_dev, make(start, stop), fill_dev, xp)
+
+    outputs = stream(model, plan.grids.shape[0], mini_batch_size, make_batch, prep.stats,
+                     progress=progress, desc="rise")
+    y = scores(outputs, model.spec, score)[:, prep.target]
+    saliency = _aggregate(y, make, plan, float(keep_probability), xp)
+    params = dict(num_masks=int(num_masks), grid_size=int(grid_size),
+                  keep_probability=float(keep_probability), cell=list(plan.cell),
+                  mask_value=fill.tolist(), mini_batch_size=int(mini_batch_size), score=score,
+                  execution_environment=xp.__name__)
+    return explanation(model, prep, "rise", saliency, params, seed=int(seed))
+
+
+def _aggregate(y: np.ndarray, make: MaskMaker, plan: RisePlan, p: float, xp: Any) -> np.ndarray:
+    """scores^T masks / (N p), masks rebuilt chunk by chunk (never all in memory)."""
+    n = len(y)
+    h, w = plan.shape
+    total = xp.zeros(h * w, xp.float64)
+    y_dev = xp.asarray(y, dtype=xp.float64)
+    for start in range(0, n, AGGREGATE_CHUNK):
+        stop = min(start + AGGREGATE_CHUNK, n)
+        m = make(start, stop).reshape(stop - start, h * w).astype(xp.float64)
+        total += y_dev[start:stop] @ m
+    return to_numpy(total).reshape(h, w) / (n * p)
+
+
+METHODS = [MethodInfo("rise", rise, (
+    Option("--num-masks", "num_masks", dict(type=int, help="RISE: number of random masks N")),
+    Option("--grid-size", "grid_size", dict(type=int, help="RISE: cells per side s of the random grids")),
+    Option("--keep-probability", "keep_probability", dict(type=float, help="RISE: chance p a cell is kept")),
+    Option("--mask-value", "mask_value", dict(type=auto_or_numbers(float),
+                                              help="'auto' (per-channel mean), a number or 'R,G,B'")),
+    Option("--mini-batch-size", "mini_batch_size", dict(type=int)),
+    Option("--score", "score", dict(choices=["probability", "logit"])),
+    Option("--seed", "seed", dict(type=int)),
+), help="RISE (Petsiuk et al. 2018)")]
