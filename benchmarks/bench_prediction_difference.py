@@ -127,11 +127,12 @@ def report(r_before, r_after, samplers, runs) -> str:
              "| R after, images/s | " + " | ".join(f"{r_after[b]:.1f}" for b in r) + " |", "",
              f"R_best = {r[best_b]:.1f} images/s (batch {best_b}) = {1000 / r[best_b]:.1f} s per 1000 forward "
              f"passes; R(128) = {r[128]:.1f} images/s = {1000 / r[128]:.1f} s per 1000.", "",
-             "| run | windows | forward passes | wall s | in model.predict s | efficiency vs R_best | "
+             "| run | windows | forward passes | wall s | in model.predict s (share) | efficiency vs R_best | "
              "efficiency vs R(128) |", "|---|---|---|---|---|---|---|"]
     for x in runs:
-        lines.append(f"| {x['label']} | {x['windows']} | {x['passes']} | {x['wall']:.1f} | {x['model_s']:.1f} | "
-                     f"{x['passes'] / r[best_b] / x['wall']:.3f} | {x['passes'] / r[128] / x['wall']:.3f} |")
+        lines.append(f"| {x['label']} | {x['windows']} | {x['passes']} | {x['wall']:.1f} | {x['model_s']:.1f} "
+                     f"({x['model_s'] / x['wall']:.1%}) | {x['passes'] / r[best_b] / x['wall']:.3f} | "
+                     f"{x['passes'] / r[128] / x['wall']:.3f} |")
     lines += ["", "Samplers alone (no model):", "", "| step | s | note |", "|---|---|---|"]
     lines += [f"| {name} | {t:.3f} | {note} |" for name, t, note in samplers]
     full = prediction_difference_cost()["forward_passes"]
