@@ -115,6 +115,20 @@ def captum_windows(n: int, m: int, s: int) -> int:
     return -(-(n - m) // s) + 1
 
 
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's "## " section of RESULTS.md (or append it), keeping the others."""
+    import re
+
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    heading = section.splitlines()[0]
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--min-s", type=float, default=3.0, help="seconds per throughput round")
@@ -310,7 +324,7 @@ def main() -> int:
     print()
     print(report)
     if not args.no_write:
-        RESULTS.write_text("# Benchmarks\n\n" + report, encoding="utf-8")
+        write_section(RESULTS, report)
         print(f"wrote {RESULTS}")
     return 0
 
