@@ -32,7 +32,7 @@ def box_axes(lo_y: Any, lo_x: Any, size: tuple[int, int], shape: tuple[int, int]
     return rows, cols
 
 
-def apply_boxes(x: Any, rows: Any, cols: Any, value: Any, xp: ModuleType) -> Any:
+def apply_boxes(x: Any, rows: Any, cols: Any, value: Any, xp: ModuleType, out: Any = None) -> Any:
     """Copies of ``x`` with one rectangular mask each set to ``value``.
 
     Parameters
@@ -41,13 +41,19 @@ def apply_boxes(x: Any, rows: Any, cols: Any, value: Any, xp: ModuleType) -> Any
     rows : (M, H) bool array
     cols : (M, W) bool array
     value : (C,) float32 array, the fill value per channel
+    out : (M, C, H, W) float32 array, optional
+        A buffer to fill (reusing one avoids page-faulting fresh memory per batch).
 
     Returns
     -------
     batch : (M, C, H, W) float32 array
     """
     inside = rows[:, None, :, None] & cols[:, None, None, :]
-    return xp.where(inside, value[None, :, None, None], x).astype(xp.float32, copy=False)
+    if out is None:
+        return xp.where(inside, value[None, :, None, None], x).astype(xp.float32, copy=False)
+    out[...] = x
+    xp.copyto(out, xp.broadcast_to(value[None, :, None, None], out.shape), where=inside)
+    return out
 
 
 def box_coverage_sum(weights: Any, rows: Any, cols: Any) -> Any:
