@@ -11,8 +11,8 @@ import numpy as np
 
 from ..errors import InputError
 from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
-from .onnxruntime import _layout, _preprocessing
-from .triton_transport import (Endpoint, Replica, ReplicaPool, Tls, TritonError, classify,
+from .onnxruntime import _preprocessing
+from .triton_transport import (Replica, ReplicaPool, Tls, TritonError, classify,
                                headers_dict, parse_endpoints)
 
 _DTYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16),
