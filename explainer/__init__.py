@@ -13,4 +13,9 @@ __all__ = ["classify", "default_model_path", "load_model", "InputError", "Explan
            "Preprocessing", "preprocess", "read_image", "occlusion_sensitivity"]
 __all__ += ["image_lime", "rise"]
 __all__ += ["prediction_difference"]
+from .methods.gradient_maps import deconvnet, gradient, guided_backprop
+from .methods.integrated_gradients import integrated_gradients
+from .methods.grad_cam import cam, grad_cam
+from .methods.deep_dream import deep_dream
+__all__ += ["gradient", "guided_backprop", "deconvnet", "integrated_gradients", "grad_cam", "cam", "deep_dream"]
 __version__ = "0.1.0"

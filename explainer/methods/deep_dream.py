@@ -34,7 +34,7 @@ def resize_matrix(n_out: int, n_in: int) -> np.ndarray:
 def resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Linear resize of (N, C, h, w) images to (N, C, size[0], size[1])."""
     rh, rw = resize_matrix(size[0], images.shape[2]), resize_matrix(size[1], images.shape[3])
-    return np.einsum("Hh,nchw,Ww->ncHW", rh, images, rw)
+    return rh @ images @ rw.T
 
 
 def pyramid_sizes(size: tuple[int, int], levels: int, scale: float) -> list[tuple[int, int]]:
@@ -63,9 +63,9 @@ def ascend(objective: Objective, start: np.ndarray, *, sizes: Sequence[tuple[int
         img = resize(img, size)
         rh, rw = resize_matrix(full[0], size[0]), resize_matrix(full[1], size[1])
         for _ in range(num_iterations):
-            x = np.einsum("Hh,nchw,Ww->ncHW", rh, img, rw)
+            x = rh @ img @ rw.T
             _, grad = objective(x.astype(np.float32))
-            g = np.einsum("Hh,ncHW,Ww->nchw", rh, grad.astype(np.float64), rw)
+            g = rh.T @ grad.astype(np.float64) @ rw  # the adjoint of the upsampling
             norm = np.abs(g).mean(axis=(1, 2, 3), keepdims=True) + 1e-12
             img = img + step * g / norm
             evaluations += 1
@@ -175,24 +175,31 @@ def deep_dream(model: Model, image: Any = None, target: int | str | None = None,
     first, _ = objective(x0.astype(np.float32))
     dreams, _ = ascend(objective, x0, sizes=sizes, num_iterations=iters, step=step)
     last, _ = objective(dreams.astype(np.float32))
-    pictures = to_pixels(model, dreams, output_scaling)
-    prefix = "class" if hidden is None else "channel"
-    images = {f"{prefix}_{c}": p for c, p in zip(chosen, pictures)}
-    grey = pictures[0].astype(np.float32) / 255
-    labels = [model.spec.labels[c] if hidden is None else f"{hidden}[{c}]" for c in chosen]
-    params = dict(layer=hidden or "output", channels=chosen, labels=labels, pyramid_levels=levels,
+    params = dict(layer=hidden or "output", channels=chosen, pyramid_levels=levels,
                   pyramid_scale=float(pyramid_scale), num_iterations=iters, step_size=float(step_size),
                   output_scaling=output_scaling, pyramid_sizes=[list(s) for s in sizes],
                   initial_image="random" if isinstance(initial_image, str) else "given",
                   objective_start=first.tolist(), objective_end=last.tolist())
+    timings = {"wall_s": time.perf_counter() - started, "forward_passes": stats["evaluations"],
+               "model_s": stats["model_s"]}
+    return _result(model, hidden, dreams, params, timings, seed)
+
+
+def _result(model: Model, hidden: str | None, dreams: np.ndarray, params: dict[str, Any],
+            timings: dict[str, float], seed: int | None) -> Explanation:
+    """One image per channel; the map is the first image's grey level in [0, 1]."""
+    chosen = params["channels"]
+    pictures = to_pixels(model, dreams, params["output_scaling"])
+    prefix = "class" if hidden is None else "channel"
+    images = {f"{prefix}_{c}": p for c, p in zip(chosen, pictures)}
+    grey = pictures[0].astype(np.float32) / 255
+    labels = [model.spec.labels[c] if hidden is None else f"{hidden}[{c}]" for c in chosen]
+    params["labels"] = labels
     return Explanation(
         map=grey.mean(axis=2) if grey.ndim == 3 else grey, target=chosen[0], label=labels[0],
-        score=float(last[0]), method="deep-dream", params=params, seed=seed,
-        backend=describe_backend(model), model_sha256=model.spec.sha256,
-        timings={"wall_s": time.perf_counter() - started,
-                 "forward_passes": stats["evaluations"], "model_s": stats["model_s"]},
+        score=float(params["objective_end"][0]), method="deep-dream", params=params, seed=seed,
+        backend=describe_backend(model), model_sha256=model.spec.sha256, timings=timings,
         arrays={"dreams": dreams.astype(np.float32)}, images=images)
-
 
 METHODS = [MethodInfo("deep-dream", deep_dream, (
     Option("--layer", "layer", dict(help="a layer: node or tensor name (see `explainer inspect`); "

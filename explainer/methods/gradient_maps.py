@@ -78,7 +78,8 @@ def gradient_map(model: Model, image: Any, target: int | str | None = None, *, m
 
 OPTIONS = (
     Option("--score", "score", dict(choices=["probability", "logit"])),
-    Option("--num-samples", "num_samples", dict(type=int, help="samples per window / perturbed samples / SmoothGrad samples")),
+    Option("--num-samples", "num_samples",
+           dict(type=int, help="samples per window / perturbed samples / SmoothGrad samples")),
     Option("--noise-level", "noise_level", dict(type=float, help="SmoothGrad noise: fraction of the "
                                                                  "input's range (with --num-samples > 0)")),
     Option("--seed", "seed", dict(type=int)),
