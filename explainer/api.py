@@ -28,7 +28,8 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, isolate: bool = False,
                concurrency: int | None = None, timeout: float | None = None,
-               headers: Mapping[str, str] | Sequence[str] | None = None, tls: Any = None) -> Model:
+               headers: Mapping[str, str] | Sequence[str] | None = None, tls: Any = None,
+               retry_seconds: float | None = None, gradient_model: str | None = None) -> Model:
     """Open a classifier.
 
     Parameters
@@ -49,17 +50,31 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
         grpcs://, several separated by commas): requests in flight, seconds per request,
         extra headers ("KEY:VALUE" or a mapping; never logged or saved) and a
         :class:`explainer.backends.triton_transport.Tls`. See ``TritonModel``.
+    retry_seconds : float, optional
+        Triton only: how long a request is retried after a connection failure or
+        UNAVAILABLE (default 30 s, enough to bridge a server restart).
+    gradient_model : str, optional
+        Triton only: the deployed gradient model to use (default: found by convention,
+        ``MODEL_grad_RELU[__LAYER]``; see ``explainer.backends.triton_gradients``).
     """
     if source is None:
         source = default_model_path()
     if isinstance(source, str) and "://" in source:
         from .backends.triton import TritonModel
 
-        return TritonModel(source, labels=labels, size=size, layout=layout, scale=scale, mean=mean,
-                           std=std, concurrency=concurrency, timeout=timeout or 60.0, headers=headers,
-                           tls=tls)
-    if concurrency is not None or headers or tls is not None:
-        raise InputError("concurrency, headers and tls apply only to Triton endpoints (grpc://, http://, ...)")
+        model = TritonModel(source, labels=labels, size=size, layout=layout, scale=scale, mean=mean,
+                            std=std, concurrency=concurrency, timeout=timeout or 60.0, headers=headers,
+                            tls=tls, **({} if retry_seconds is None else {"retry_seconds": retry_seconds}))
+        if gradient_model is not None:
+            if not isinstance(gradient_model, str) or not gradient_model.strip() or "/" in gradient_model:
+                raise InputError(f"gradient_model must be a Triton model name, got {gradient_model!r}")
+            model.gradient_model = gradient_model.strip()
+        return model
+    if gradient_model is not None:
+        raise InputError("gradient_model applies only to Triton endpoints; in-process models build their own")
+    if concurrency is not None or headers or tls is not None or retry_seconds is not None:
+        raise InputError("concurrency, headers, tls and retry_seconds apply only to Triton endpoints "
+                         "(grpc://, http://, ...)")
     return OnnxModel(source, device=device, labels=labels, size=size, layout=layout,
                      scale=scale, mean=mean, std=std, max_model_bytes=max_model_bytes,
                      isolate=isolate)

@@ -133,7 +133,9 @@ def python_backend_repo(source: str | Path, dest: str | Path) -> list[str]:
     Every model folder with a ``config.pbtxt`` whose platform is ``onnxruntime_onnx``
     (or backend ``onnxruntime``) gets the same config with ``backend: "python"`` and,
     in each numeric version folder holding a ``model.onnx``, the ONNX Runtime wrapper
-    ``model.py`` and a symlink to the resolved ONNX file.
+    ``model.py`` and a symlink to the resolved ONNX file. Models already served by the
+    Python backend (``backend: "python"``, e.g. the tests' fault-injecting models) are
+    copied as they are.
 
     Returns
     -------
@@ -145,6 +147,10 @@ def python_backend_repo(source: str | Path, dest: str | Path) -> list[str]:
     names = []
     for cfg_path in sorted(source.glob("*/config.pbtxt")):
         cfg = _model_config(cfg_path.read_text(encoding="utf-8"), cfg_path)
+        if cfg.backend == "python":
+            shutil.copytree(cfg_path.parent, dest / cfg_path.parent.name, dirs_exist_ok=True)
+            names.append(cfg_path.parent.name)
+            continue
         if cfg.platform != "onnxruntime_onnx" and cfg.backend != "onnxruntime":
             continue
         if not cfg.input or not cfg.output:

@@ -35,10 +35,9 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_onnx):
-    """One server: tiny (max_batch_size 4), busy (max_queue_size 1) and the bundled model."""
+    """One server: tiny (max_batch_size 4) and the bundled model."""
     repo = tmp_path_factory.mktemp("repo")
     write_model(repo, tiny_onnx["tiny"], "tiny", max_batch_size=4)
-    write_model(repo, tiny_onnx["tiny"], "busy", max_batch_size=1, max_queue_size=1)
     write_model(repo, PROJECT / "models" / "efficientnet_lite0" / "model.onnx", "efficientnet_lite0")
     write_model(repo, tiny_onnx["bare"], "bare")
     with LocalTritonServer(repo, http_port=0, grpc_port=0) as s:
@@ -80,17 +79,6 @@ def test_replica_that_is_down_is_set_aside(server, tiny_onnx):
     e = explainer.occlusion_sensitivity(model, _x(), 1, **OPTS)
     assert np.abs(e.map - ref.map).max() <= 1e-5
     assert model.pool.replicas[0].aside_until > 0
-
-
-def test_retries_a_real_overloaded_server(server, tiny_onnx):
-    # max_queue_size 1, max_batch_size 1: 8 requests in flight overflow the queue, the
-    # server answers UNAVAILABLE "Exceeds maximum queue size", the client backs off.
-    opts = {**OPTS, "stride": 4}  # 16 masks: one batch split into 16 requests of one input
-    ref = explainer.occlusion_sensitivity(explainer.load_model(str(tiny_onnx["tiny"])), _x(), 1, **opts)
-    model = explainer.load_model(f"{server.grpc_url}/busy", concurrency=8)
-    e = explainer.occlusion_sensitivity(model, _x(), 1, **opts)
-    assert model.pool.busy_replies > 0 and model.pool.retried >= model.pool.busy_replies
-    assert np.abs(e.map - ref.map).max() <= 1e-5
 
 
 def test_bundled_model_end_to_end_cli(server, tmp_path, capsys):
@@ -149,7 +137,8 @@ def test_server_stopped_mid_run(tmp_path_factory, tmp_path, capsys, tiny_onnx):
         stopper.start()
         # 48x48 masks of 2 at stride 1 with clipping: 2304 requests of one input each
         err = _fails_cleanly(capsys, tmp_path, ["--model", f"{own.grpc_url}/big", "--mask-size", "2",
-                                                "--stride", "1", "--mini-batch-size", "1", "--concurrency", "1"],
+                                                "--stride", "1", "--mini-batch-size", "1", "--concurrency", "1",
+                                                "--retry-seconds", "2"],
                              own.grpc_url.split("//")[1])
         stopper.join()
         # what a stopping Triton says: models unloaded first (NOT_FOUND, never retried), then

@@ -40,18 +40,23 @@ class TritonModel:
         Sent with every request (e.g. an auth token); never logged or saved.
     tls : Tls, optional
         Certificates for grpcs:// and https://.
-    retries : int
-        Retries of one request after a connection failure or UNAVAILABLE.
+    retry_seconds : float
+        How long one request is retried after a connection failure or UNAVAILABLE
+        (capped exponential backoff with jitter; 30 s bridges a server restart).
+    retries : int, optional
+        At most this many retries of one request (default: no limit but the time).
     size, layout, scale, mean, std : optional
         Preprocessing when the config has no ``explainer.preprocessing`` parameter
         (or to override it).
     """
 
     backend = "triton"
+    gradient_model: str | None = None  # a deployed gradient model's name, else by convention (triton_gradients)
 
     def __init__(self, source: str, *, labels: Sequence[str] | None = None, concurrency: int | None = None,
                  timeout: float = 60.0, headers: Mapping[str, str] | Sequence[str] | None = None,
-                 tls: Tls | None = None, retries: int = 6, **overrides: Any) -> None:
+                 tls: Tls | None = None, retry_seconds: float = 30.0, retries: int | None = None,
+                 **overrides: Any) -> None:
         self.endpoints = parse_endpoints(source)
         try:
             import tritonclient.grpc  # noqa: F401  (and tritonclient.http: both come with the extra)
@@ -64,13 +69,17 @@ class TritonModel:
             raise InputError(f"concurrency must be a positive integer, got {concurrency!r}")
         if not timeout or timeout <= 0:
             raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(retry_seconds, (int, float)) or not 0 <= retry_seconds < float("inf"):
+            raise InputError(f"retry_seconds must be a number of seconds >= 0, got {retry_seconds!r}")
         self._headers = headers_dict(headers)
         self.in_flight = int(concurrency)
         self.timeout = float(timeout)
-        self.pool = ReplicaPool([Replica(e, tls or Tls(), self.timeout) for e in self.endpoints],
-                                concurrency=self.in_flight, retries=retries)
+        replicas = [Replica(e, tls or Tls(), self.timeout, headers=self._headers) for e in self.endpoints]
+        self.pool = ReplicaPool(replicas,
+                                concurrency=self.in_flight, retries=retries, retry_seconds=retry_seconds)
         self.providers = [", ".join(str(e) for e in self.endpoints)]  # shown as "triton (URL)"
         self._executor: ThreadPoolExecutor | None = None
+        self._known_k = False  # until the probe has told the number of classes
         config = self._discover()
         self._configure(config, labels, overrides)
 
@@ -158,6 +167,7 @@ class TritonModel:
         names = labels if labels is not None else (
             params["explainer.labels"].split("\n") if "explainer.labels" in params else None)
         self.spec = replace(self.spec, num_classes=k, labels=default_labels(k, names), output_kind=kind)
+        self._known_k = True
 
     # -- inference -------------------------------------------------------------------------------
 
@@ -200,10 +210,28 @@ class TritonModel:
         out = self.pool.call(lambda rep: _infer(rep, self.spec.input_name, self._datatype, payload,
                                                 self._output, self._headers, self.timeout))
         expected = 1 if self._unbatched else part.shape[0]
-        out = np.asarray(out, dtype=np.float32).reshape(expected if out.size else 0, -1)
-        if out.shape[0] != expected:
-            raise TritonError(f"{self.endpoints[0]}: the server returned {out.shape[0]} rows for {n} inputs")
-        return out[:n]
+        out = np.asarray(out, dtype=np.float32)
+        k = self.spec.num_classes if self._known_k else None
+        rows_ok = self._unbatched or (out.ndim >= 1 and out.shape[0] == expected)
+        if not rows_ok or not out.size or out.size % expected or (k and out.size != expected * k):
+            want = f"({expected}, {k})" if k else f"{expected} rows"
+            raise TritonError(f"{self.endpoints[0]}: the server returned an output of shape "
+                              f"{tuple(out.shape)} for {expected} inputs, expected {want}")
+        return out.reshape(expected, -1)[:n]
+
+    def gradients(self, batch: np.ndarray, logit_weights: np.ndarray, probability_weights: np.ndarray,
+                  *, layer: str | None = None,
+                  relu: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Outputs, gradient and activations from the deployed gradient model (see triton_gradients)."""
+        from .triton_gradients import gradients
+
+        return gradients(self, batch, logit_weights, probability_weights, layer=layer, relu=relu)
+
+    def default_feature_layer(self) -> str:
+        """Grad-CAM's default layer, read from the deployed layer-gradient models (see triton_gradients)."""
+        from .triton_gradients import default_feature_layer
+
+        return default_feature_layer(self)
 
     def close(self) -> None:
         """Release the worker threads used for split batches."""

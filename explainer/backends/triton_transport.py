@@ -1,107 +1,36 @@
-"""Talking to Triton replicas: endpoint URLs, per-thread clients, load spreading, safe retries.
+"""Talking to Triton replicas: per-thread clients, load spreading, safe retries (URLs: triton_endpoints).
 
 Retries happen only where they are safe: a connection failure (the replica is set
-aside for a while and the request goes to another one) and UNAVAILABLE from a live
-server (queue full, model not ready: back off with capped exponential delays and
-full jitter, and halve that replica's requests in flight). NOT_FOUND,
-INVALID_ARGUMENT and every other error fail at once.
+aside for a while and the request goes to another one; its clients are rebuilt so a
+restarted server is reached at once) and UNAVAILABLE from a live server (queue full,
+model not ready: back off with capped exponential delays and full jitter, and halve
+that replica's requests in flight), for at most ``retry_seconds`` after a request's
+first failure (30 s by default: long enough for a server restart). NOT_FOUND,
+INVALID_ARGUMENT, a request past its timeout and every other error fail at once, except
+NOT_FOUND for the model from a server that is not ready (starting or stopping: its
+models are not loaded yet), which is treated as UNAVAILABLE.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Callable, Sequence, TypeVar
 
 from ..errors import InputError
+from .triton_endpoints import (SCHEMES, Endpoint, Tls, headers_dict, is_remote,  # noqa: F401 (re-exported)
+                               parse_endpoints)
 
 T = TypeVar("T")
-SCHEMES = {"grpc": 8001, "grpcs": 443, "http": 8000, "https": 443}
 _DOWN_WORDS = ("failed to connect", "connection refused", "connection reset", "socket closed",
                "broken pipe", "name resolution", "connection aborted", "end of tcp stream")
 
 
 class TritonError(InputError):
     """A Triton server refused or failed a request; the CLI prints it on one line (exit 2)."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One replica's address and the model it serves: ``grpc://HOST:PORT/MODEL[@VERSION]``."""
-
-    scheme: str
-    host: str
-    port: int
-    model: str
-    version: str = ""
-
-    @property
-    def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def protocol(self) -> str:
-        return "grpc" if self.scheme.startswith("grpc") else "http"
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme in ("grpcs", "https")
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.address}/{self.model}" + (f"@{self.version}" if self.version else "")
-
-
-def is_remote(source: Any) -> bool:
-    """Whether ``source`` names Triton endpoints rather than a file."""
-    return isinstance(source, str) and any(source.strip().startswith(s + "://") for s in SCHEMES)
-
-
-def parse_endpoints(source: str) -> list[Endpoint]:
-    """Endpoints from a URL or several separated by commas (replicas of one model)."""
-    endpoints = [_parse_one(part.strip()) for part in source.split(",") if part.strip()]
-    if not endpoints:
-        raise InputError(f"{source!r}: no Triton endpoint given")
-    models = {(e.model, e.version) for e in endpoints}
-    if len(models) > 1:
-        raise InputError("all endpoints must serve the same model and version, got "
-                         + ", ".join(f"{m}@{v}" if v else m for m, v in sorted(models)))
-    if len({str(e) for e in endpoints}) != len(endpoints):
-        raise InputError("the same endpoint is named twice")
-    return endpoints
-
-
-def _parse_one(url: str) -> Endpoint:
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        raise InputError(f"{url}: the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}")
-    if "@" in parts.netloc:
-        raise InputError(f"{parts.scheme}://...: no credentials in the URL; pass them with --header")
-    if parts.query or parts.fragment:
-        raise InputError(f"{url}: a Triton URL takes no query or fragment")
-    try:
-        port = parts.port or SCHEMES[parts.scheme]
-    except ValueError:
-        raise InputError(f"{url}: the port is not a number between 0 and 65535") from None
-    name, _, version = parts.path.strip("/").partition("@")
-    if not parts.hostname or not name or "/" in name:
-        raise InputError(f"{url}: expected {parts.scheme}://HOST:PORT/MODEL[@VERSION]")
-    if version and not version.isdigit():
-        raise InputError(f"{url}: the model version must be a number, got {version!r}")
-    return Endpoint(parts.scheme, parts.hostname, port, name, version)
-
-
-@dataclass(frozen=True)
-class Tls:
-    """TLS files for grpcs:// and https:// (PEM paths); ``insecure`` skips verification (https)."""
-
-    ca_cert: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    insecure: bool = False
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -122,6 +51,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "fatal", line
     if isinstance(exc, TimeoutError) or type(exc).__name__ == "Timeout":  # socket / gevent timeouts
         return "timeout", "the request timed out"
+    if type(exc).__name__ == "HTTPConnectionClosed":  # geventhttpclient: the server went away
+        return "down", "connection closed"
     if isinstance(exc, OSError):
         return "down", (exc.strerror or str(exc) or type(exc).__name__).lower()
     return "fatal", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
@@ -137,12 +68,18 @@ class Replica:
     limit: float = 1.0
     active: int = 0
     aside_until: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a token
+    generation: int = 0  # bumped when the server went away: every thread then makes a fresh client
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     def client(self) -> Any:
         c = getattr(self._local, "client", None)
-        if c is None:
+        if c is None or self._local.generation != self.generation:
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    c.close()
             c = self._local.client = self._make_client()
+            self._local.generation = self.generation
         return c
 
     def _make_client(self) -> Any:
@@ -150,9 +87,13 @@ class Replica:
         if e.protocol == "grpc":
             import tritonclient.grpc as grpcclient
 
+            # tritonclient's message limits, and a subchannel of its own: a client made after the
+            # server went away connects at once instead of waiting out a shared reconnect backoff
+            args = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
+                    ("grpc.use_local_subchannel_pool", 1)]
             return grpcclient.InferenceServerClient(
                 e.address, ssl=e.tls, root_certificates=t.ca_cert, private_key=t.client_key,
-                certificate_chain=t.client_cert)
+                certificate_chain=t.client_cert, channel_args=args)
         import tritonclient.http as httpclient
 
         options = {k: v for k, v in (("ca_certs", t.ca_cert), ("certfile", t.client_cert),
@@ -170,8 +111,12 @@ class ReplicaPool:
     replicas : sequence of Replica
     concurrency : int
         The most requests in flight on one replica (lowered while it reports a full queue).
-    retries : int
-        Retries of one request before giving up.
+    retries : int, optional
+        Retries of one request before giving up (default: as many as ``retry_seconds`` allows).
+    retry_seconds : float
+        Give up on a request this many seconds after its first failure, or after the
+        first failure of any request since the last success (no delay is started that
+        would end later).
     backoff, backoff_max : float
         First delay and cap (s) of the exponential backoff; each delay is drawn
         uniformly from [0, min(backoff_max, backoff * 2**attempt)].
@@ -179,10 +124,11 @@ class ReplicaPool:
         Seconds a replica that failed to connect is left out while others are up.
     """
 
-    def __init__(self, replicas: Sequence[Replica], *, concurrency: int, retries: int = 6,
-                 backoff: float = 0.05, backoff_max: float = 2.0, set_aside: float = 5.0) -> None:
+    def __init__(self, replicas: Sequence[Replica], *, concurrency: int, retries: int | None = None,
+                 retry_seconds: float = 30.0, backoff: float = 0.05, backoff_max: float = 2.0,
+                 set_aside: float = 5.0) -> None:
         self.replicas = list(replicas)
-        self.concurrency, self.retries = concurrency, retries
+        self.concurrency, self.retries, self.retry_seconds = concurrency, retries, float(retry_seconds)
         self.backoff, self.backoff_max, self.set_aside = backoff, backoff_max, set_aside
         for r in self.replicas:
             r.limit = float(concurrency)
@@ -191,10 +137,11 @@ class ReplicaPool:
         self._turn = 0
         self.retried = 0
         self.busy_replies = 0
+        self._outage: float | None = None  # when the current run of failures began (None after a success)
 
     def call(self, fn: Callable[[Replica], T]) -> T:
         """``fn(replica)`` on the least loaded replica, retried where safe."""
-        attempt = 0
+        attempt, first_failure = 0, 0.0
         while True:
             rep = self._acquire()
             try:
@@ -204,16 +151,27 @@ class ReplicaPool:
                     self._release(rep, "fatal")
                     raise
                 kind, reason = classify(e)
+                if kind == "fatal" and _model_missing(e) and not _server_ready(rep):
+                    kind = "busy"  # a server starting or stopping: its models come and go
                 self._release(rep, kind)
                 if isinstance(e, InputError):
                     raise
-                if kind in ("fatal", "timeout") or attempt >= self.retries:
-                    raise TritonError(_message(rep.endpoint, kind, reason, attempt)) from None
+                now = time.monotonic()
+                if kind in ("fatal", "timeout"):
+                    raise TritonError(_message(rep, kind, reason, attempt, now - (first_failure or now))) from None
+                with self._cond:  # requests queued behind a failing one share its deadline
+                    self._outage = now if self._outage is None else self._outage
+                    first_failure = min(first_failure or now, self._outage)
+                delay = self._rng.uniform(0, min(self.backoff_max, self.backoff * 2 ** (attempt + 1)))
+                if kind == "down" and self._others_up(rep):
+                    delay = 0.0  # another replica takes it at once
+                if (self.retries is not None and attempt >= self.retries) \
+                        or now + delay - first_failure > self.retry_seconds:
+                    raise TritonError(_message(rep, kind, reason, attempt, now - first_failure)) from None
                 attempt += 1
                 with self._cond:
                     self.retried += 1
-                if kind == "busy" or not self._others_up(rep):
-                    time.sleep(self._rng.uniform(0, min(self.backoff_max, self.backoff * 2 ** attempt)))
+                time.sleep(delay)
                 continue
             self._release(rep, "ok")
             return result
@@ -241,11 +199,13 @@ class ReplicaPool:
             if kind == "ok":
                 rep.limit = min(float(self.concurrency), rep.limit + 1.0 / rep.limit)
                 rep.aside_until = 0.0
+                self._outage = None
             elif kind == "busy":
                 rep.limit = max(1.0, rep.limit / 2)
                 self.busy_replies += 1
             elif kind == "down":
                 rep.aside_until = time.monotonic() + self.set_aside
+                rep.generation += 1
             self._cond.notify_all()
 
     def _others_up(self, rep: Replica) -> bool:
@@ -253,30 +213,27 @@ class ReplicaPool:
         return any(r is not rep and r.aside_until <= now for r in self.replicas)
 
 
-def _message(endpoint: Endpoint, kind: str, reason: str, attempts: int) -> str:
-    tried = f" after {attempts + 1} attempts" if attempts else ""
+def _model_missing(exc: BaseException) -> bool:
+    """NOT_FOUND for the model ("unknown model", "has no available versions")."""
+    status = str(getattr(exc, "status", lambda: "")() or "")
+    return status in ("StatusCode.NOT_FOUND", "404") or "unknown model" in str(exc).lower()
+
+
+def _server_ready(rep: Replica) -> bool:
+    """Whether the server says it is ready (False while it starts, stops, or cannot be reached)."""
+    try:
+        return bool(rep.client().is_server_ready(headers=dict(rep.headers)))
+    except Exception:
+        return False
+
+
+def _message(rep: Replica, kind: str, reason: str, attempts: int, waited: float) -> str:
+    endpoint = rep.endpoint
+    tried = f" after {attempts + 1} attempts over {waited:.1f} s" if attempts else ""
+    if kind == "timeout":
+        return f"{endpoint}: no answer within the request timeout of {rep.timeout:g} s (--timeout)"
     if kind == "down":
         return f"cannot reach the Triton server at {endpoint}{tried} ({reason}); is it running?"
     if kind == "busy":
         return f"{endpoint}: the server stayed unavailable{tried} ({reason})"
     return f"{endpoint}: {reason}"
-
-
-def headers_dict(headers: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
-    """Headers from a mapping or "KEY:VALUE" strings (values are never shown in errors)."""
-    if headers is None:
-        return {}
-    items = headers.items() if isinstance(headers, Mapping) else [_split_header(h) for h in headers]
-    out = {}
-    for k, v in items:
-        if not k or any(c in k for c in " \t\r\n:") or any(c in str(v) for c in "\r\n"):
-            raise InputError("a header must be KEY:VALUE with a plain key and a one-line value")
-        out[str(k).lower()] = str(v)  # gRPC metadata keys must be lower case
-    return out
-
-
-def _split_header(text: str) -> tuple[str, str]:
-    key, sep, value = str(text).partition(":")
-    if not sep:
-        raise InputError("a header must be KEY:VALUE")  # never echo it: it may be a token
-    return key.strip(), value.strip()

@@ -15,9 +15,17 @@ def add_parser(sub: Any) -> None:
     """Add ``export-gradients`` to the ``explainer`` parser's subparsers."""
     p = sub.add_parser("export-gradients", help="write the standard-ONNX gradient model of a classifier")
     p.add_argument("--model", type=Path, help="ONNX file (default: the bundled EfficientNet-Lite0)")
-    p.add_argument("--out", required=True, type=Path, help="the new .onnx file")
-    p.add_argument("--layer", help="differentiate with respect to this node or tensor (see `explainer inspect`)")
+    p.add_argument("--out", type=Path, help="the new .onnx file (or give --triton-repo)")
+    p.add_argument("--layer", help="differentiate with respect to this node or tensor (see `explainer inspect`); "
+                                   "with --triton-repo also 'auto': Grad-CAM's default feature layer")
     p.add_argument("--relu", choices=RELU_RULES, default="standard", help="backward rule of ReLU layers")
+    t = p.add_argument_group("Triton (deploy next to the forward model)")
+    t.add_argument("--triton-repo", type=Path, metavar="REPO",
+                   help="write REPO/NAME_grad_RELU[__LAYER]/ (model.onnx + config.pbtxt) instead of --out")
+    t.add_argument("--name", help="the forward model's name in REPO (default: the folder of .../NAME/model.onnx, "
+                                  "else the file's stem)")
+    t.add_argument("--max-batch-size", type=int,
+                   help="of the gradient model (default: the forward model's in REPO, else 128)")
 
 
 def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: str = "standard") -> dict:
@@ -51,5 +59,18 @@ def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: 
 def cmd_export_gradients(args: argparse.Namespace) -> None:
     from ..api import default_model_path
 
-    info = export_gradients(args.model or default_model_path(), args.out, layer=args.layer, relu=args.relu)
+    model = args.model or default_model_path()
+    if (args.out is None) == (args.triton_repo is None):
+        raise InputError("give exactly one of --out FILE and --triton-repo REPO")
+    if args.triton_repo is None:
+        if args.name or args.max_batch_size is not None:
+            raise InputError("--name and --max-batch-size apply only with --triton-repo")
+        info = export_gradients(model, args.out, layer=args.layer, relu=args.relu)
+    else:
+        from .triton_export import export_to_repo
+
+        if args.max_batch_size is not None and args.max_batch_size < 1:
+            raise InputError(f"--max-batch-size must be a positive integer, got {args.max_batch_size}")
+        info = export_to_repo(model, args.triton_repo, name=args.name, layer=args.layer, relu=args.relu,
+                              max_batch_size=args.max_batch_size)
     print(json.dumps(info))

@@ -58,6 +58,8 @@ def resolve_layer(model: Model, layer: str) -> str:
     """``layer``, or for "auto" the model's default feature layer (its output tensor)."""
     if layer != "auto":
         return layer
+    if callable(getattr(model, "default_feature_layer", None)):  # a served model (Triton) says where
+        return model.default_feature_layer()
     from ..backends.onnx_safety import read_onnx
     from ..graph.inspect import default_feature_layer
 

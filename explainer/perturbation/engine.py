@@ -32,15 +32,19 @@ def check_batch_size(mini_batch_size: int) -> int:
     return int(mini_batch_size)
 
 
-def timed_predict(model: Model, batch: Any, stats: RunStats) -> np.ndarray:
-    """``model.predict`` on a host copy of ``batch``, counted in ``stats``."""
+def timed_predict(model: Model, batch: Any, stats: RunStats, *, first: int | None = None) -> np.ndarray:
+    """``model.predict`` on a host copy of ``batch``, counted in ``stats``.
+
+    ``first`` (the index of the batch's first input in the run) makes a NaN error name the batch.
+    """
     host = to_numpy(batch)
     t0 = time.perf_counter()
     out = model.predict(host)
     stats.model_s += time.perf_counter() - t0
     stats.forward_passes += host.shape[0]
     if not np.all(np.isfinite(out)):
-        raise InputError(f"the model returned NaN or Inf for a batch of {host.shape[0]} inputs")
+        where = "" if first is None else f" (inputs {first}-{first + host.shape[0] - 1})"
+        raise InputError(f"the model returned NaN or Inf for a batch of {host.shape[0]} inputs{where}")
     return out
 
 
@@ -63,7 +67,8 @@ def stream(model: Model, n: int, mini_batch_size: int, make_batch: Callable[[int
     with ThreadPoolExecutor(max_workers=in_flight) as pool, \
             tqdm(total=n, desc=desc, unit="pass", disable=not progress, leave=False) as bar:
         for s in batch_slices(n, size):
-            pending.append(pool.submit(timed_predict, model, make_batch(s.start, s.stop), stats))
+            pending.append(pool.submit(timed_predict, model, make_batch(s.start, s.stop), stats,
+                                       first=s.start))
             while len(pending) > in_flight or (pending and pending[0].done()):
                 parts.append(_collect(pending.popleft(), bar))
         while pending:

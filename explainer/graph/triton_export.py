@@ -1,0 +1,104 @@
+"""Writing a classifier's gradient model into a Triton model repository, next to the forward model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+from onnx import helper
+
+from ..errors import InputError
+
+DEFAULT_MAX_BATCH_SIZE = 128
+
+
+def forward_name(model: str | Path) -> str:
+    """The forward model's default repository name: the folder of ``.../NAME/model.onnx``, else the stem."""
+    path = Path(model)
+    return path.parent.name if path.name == "model.onnx" and path.parent.name else path.stem
+
+
+def _forward_batch_size(repo: Path, name: str) -> int:
+    """``max_batch_size`` of ``repo/name/config.pbtxt`` when it exists and batches, else 128."""
+    cfg = repo / name / "config.pbtxt"
+    if not cfg.is_file():
+        return DEFAULT_MAX_BATCH_SIZE
+    from ..triton_repo import _model_config
+
+    value = _model_config(cfg.read_text(encoding="utf-8"), cfg).max_batch_size
+    return int(value) if value > 0 else DEFAULT_MAX_BATCH_SIZE
+
+
+def _flag_default(proto: onnx.ModelProto, forward: onnx.ModelProto, layer: str | None) -> None:
+    """Record in ``explainer.gradient`` whether ``layer`` is the forward model's default feature layer."""
+    from .inspect import default_feature_layer
+
+    meta = {p.key: p.value for p in proto.metadata_props}
+    info = json.loads(meta["explainer.gradient"])
+    if layer is not None:
+        layout = json.loads(meta.get("explainer.preprocessing", "{}")).get("layout", "NCHW")
+        found = default_feature_layer(forward, layout)
+        info["default_layer"] = found is not None and layer in (found.name, found.output)
+    meta["explainer.gradient"] = json.dumps(info)
+    del proto.metadata_props[:]
+    helper.set_model_props(proto, meta)
+
+
+def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = None, layer: str | None = None,
+                   relu: str = "standard", max_batch_size: int | None = None) -> dict:
+    """Write the gradient model of ``model`` into the Triton repository ``repo``.
+
+    The model goes to ``repo/<name>_grad_<relu>[__<layer>]/1/model.onnx`` (a file, not a
+    link: it exists nowhere else) with a ``config.pbtxt`` for Triton's ONNX Runtime
+    backend: inputs (image, ``logit_weights``, ``probability_weights``), outputs (the
+    forward output, ``gradient``, ``activations`` with a layer), dynamic batching,
+    ``max_batch_size`` (default: the forward model's in ``repo/<name>``, else 128) and
+    the ``explainer.*`` parameters, ``explainer.gradient`` recording wrt/layer/relu.
+
+    Parameters
+    ----------
+    model : path
+        The forward ONNX classifier.
+    name : str, optional
+        The forward model's name in the repository (default :func:`forward_name`).
+    layer : str, optional
+        A layer (see ``explainer inspect``), or "auto": Grad-CAM's default feature layer.
+
+    Returns
+    -------
+    dict
+        ``model`` (the gradient model's name), ``folder``, ``wrt``, ``layer``, ``relu``, ``nodes``.
+    """
+    from ..backends.onnx_gradients import load_with_weights
+    from ..backends.triton_gradients import gradient_model_name
+    from ..explanation import atomic_write_all
+    from ..triton_repo import production_config
+    from .gradients import gradient_model
+    from .inspect import default_feature_layer
+
+    repo, name = Path(repo), name or forward_name(model)
+    if not repo.is_dir():
+        raise InputError(f"--triton-repo {repo}: no such folder")
+    forward = load_with_weights(Path(model))
+    if layer == "auto":
+        layout = json.loads({p.key: p.value for p in forward.metadata_props}
+                            .get("explainer.preprocessing", "{}")).get("layout", "NCHW")
+        found = default_feature_layer(forward, layout)
+        if found is None:
+            raise InputError("--layer auto: this model has no default feature layer; name one")
+        layer = found.name
+    proto = gradient_model(forward, layer=layer, relu=relu)
+    _flag_default(proto, forward, layer)
+    grad_name = gradient_model_name(name, layer, relu)
+    folder = repo / grad_name
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    target = folder / "1" / "model.onnx"
+    if target.is_symlink():
+        target.unlink()
+    atomic_write_all({target: proto.SerializeToString()})
+    config = production_config(target, grad_name, max_batch_size=max_batch_size or _forward_batch_size(repo, name))
+    atomic_write_all({folder / "config.pbtxt": config.encode("utf-8")})
+    info = json.loads(next(p.value for p in proto.metadata_props if p.key == "explainer.gradient"))
+    return {"model": grad_name, "folder": str(folder), "wrt": info["wrt"], "layer": layer, "relu": relu,
+            "nodes": len(proto.graph.node)}
