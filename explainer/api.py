@@ -29,7 +29,8 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
                max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, isolate: bool = False,
                concurrency: int | None = None, timeout: float | None = None,
                headers: Mapping[str, str] | Sequence[str] | None = None, tls: Any = None,
-               retry_seconds: float | None = None, gradient_model: str | None = None) -> Model:
+               retry_seconds: float | None = None, gradient_model: str | None = None,
+               layers_model: str | None = None) -> Model:
     """Open a classifier.
 
     Parameters
@@ -56,6 +57,9 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
     gradient_model : str, optional
         Triton only: the deployed gradient model to use (default: found by convention,
         ``MODEL_grad_RELU[__LAYER]``; see ``explainer.backends.triton_gradients``).
+    layers_model : str, optional
+        Triton only: the deployed layers model serving activations (default ``MODEL_layers``;
+        see ``explainer.backends.triton_layers``).
     """
     if source is None:
         source = default_model_path()
@@ -69,9 +73,15 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
             if not isinstance(gradient_model, str) or not gradient_model.strip() or "/" in gradient_model:
                 raise InputError(f"gradient_model must be a Triton model name, got {gradient_model!r}")
             model.gradient_model = gradient_model.strip()
+        if layers_model is not None:
+            if not isinstance(layers_model, str) or not layers_model.strip() or "/" in layers_model:
+                raise InputError(f"layers_model must be a Triton model name, got {layers_model!r}")
+            model.layers_model = layers_model.strip()
         return model
     if gradient_model is not None:
         raise InputError("gradient_model applies only to Triton endpoints; in-process models build their own")
+    if layers_model is not None:
+        raise InputError("layers_model applies only to Triton endpoints; in-process models build their own")
     if concurrency is not None or headers or tls is not None or retry_seconds is not None:
         raise InputError("concurrency, headers, tls and retry_seconds apply only to Triton endpoints "
                          "(grpc://, http://, ...)")

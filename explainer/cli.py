@@ -50,6 +50,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="retry a request this long after a connection failure or UNAVAILABLE (default 30)")
     t.add_argument("--gradient-model", metavar="NAME",
                    help="the deployed gradient model for gradient methods (default: MODEL_grad_RELU[__LAYER])")
+    t.add_argument("--layers-model", metavar="NAME",
+                   help="the deployed layers model for activations (default: MODEL_layers)")
     t.add_argument("--tls-ca-cert", metavar="PEM", help="CA certificates for grpcs:// and https://")
     t.add_argument("--tls-client-cert", metavar="PEM", help="client certificate (mutual TLS)")
     t.add_argument("--tls-client-key", metavar="PEM", help="client private key (mutual TLS)")
@@ -117,7 +119,8 @@ def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
     files = (args.tls_ca_cert, args.tls_client_cert, args.tls_client_key)
     tls = Tls(*files, insecure=args.tls_insecure) if any(files) or args.tls_insecure else None
     return dict(concurrency=args.concurrency, timeout=args.timeout, headers=args.header, tls=tls,
-                retry_seconds=args.retry_seconds, gradient_model=args.gradient_model)
+                retry_seconds=args.retry_seconds, gradient_model=args.gradient_model,
+                layers_model=args.layers_model)
 
 
 def cmd_triton_server(args: argparse.Namespace) -> None:

@@ -21,7 +21,14 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     x = sub.add_parser("export-layers", help="write a copy of an ONNX model that also outputs layers")
     x.add_argument("--model", required=True, type=Path, help="the ONNX classifier")
     x.add_argument("--layers", required=True, type=_names, help="comma-separated node or tensor names")
-    x.add_argument("--out", required=True, type=Path, help="the new .onnx file")
+    x.add_argument("--out", type=Path, help="the new .onnx file (or give --triton-repo)")
+    t = x.add_argument_group("Triton (deploy next to the forward model)")
+    t.add_argument("--triton-repo", type=Path, metavar="REPO",
+                   help="write REPO/NAME_layers/ (model.onnx + config.pbtxt) instead of --out")
+    t.add_argument("--name", help="the forward model's name in REPO (default: the folder of .../NAME/model.onnx, "
+                                  "else the file's stem)")
+    t.add_argument("--max-batch-size", type=int,
+                   help="of the layers model (default: the forward model's in REPO, else 128)")
     a = sub.add_parser("audit", help="classify and explain a folder; HTML report in --out")
     a.add_argument("folder", type=Path, metavar="DIR", help="images; sub-folders = true classes")
     a.add_argument("--out", required=True, type=Path, help="report folder (index.html)")
@@ -37,9 +44,22 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
 
 
 def cmd_export_layers(args: argparse.Namespace) -> None:
+    from ..errors import InputError
     from ..graph.activations import export_layers
 
-    print(export_layers(args.model, args.layers, args.out))
+    if (args.out is None) == (args.triton_repo is None):
+        raise InputError("give exactly one of --out FILE and --triton-repo REPO")
+    if args.triton_repo is None:
+        if args.name or args.max_batch_size is not None:
+            raise InputError("--name and --max-batch-size apply only with --triton-repo")
+        print(export_layers(args.model, args.layers, args.out))
+        return
+    from ..graph.triton_export import export_layers_to_repo
+
+    if args.max_batch_size is not None and args.max_batch_size < 1:
+        raise InputError(f"--max-batch-size must be a positive integer, got {args.max_batch_size}")
+    print(json.dumps(export_layers_to_repo(args.model, args.triton_repo, args.layers, name=args.name,
+                                           max_batch_size=args.max_batch_size)))
 
 
 def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[argparse.Namespace], None]]:

@@ -10,7 +10,9 @@ import onnx
 
 from ..errors import InputError
 from ..imaging import Preprocessing, parse_preprocessing
+from ..xp import to_numpy
 from .isolation import probe_session, run_isolated
+from .onnx_device import cuda_device_id, is_device_array, predict_device
 from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked
 from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
 
@@ -178,6 +180,11 @@ class OnnxModel:
 
         return gradients(self, batch, logit_weights, probability_weights, layer=layer, relu=relu)
 
+    @property
+    def accepts_device_arrays(self) -> bool:
+        """True when the session runs on CUDA: ``predict`` then takes CuPy batches as they are."""
+        return cuda_device_id(self.session) is not None
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Run the model.
 
@@ -188,7 +195,14 @@ class OnnxModel:
         Returns
         -------
         outputs : (N, K) float32 ndarray
+
+        A CuPy batch on a CUDA session is bound on the device (``onnx_device``); on a
+        CPU session it is copied to the host first.
         """
+        if is_device_array(batch):
+            if self.accepts_device_arrays:
+                return predict_device(self, batch)
+            batch = to_numpy(batch)
         n = batch.shape[0]
         step = self.spec.fixed_batch_size or n or 1
         outs = [self._run(batch[s]) for s in batch_slices(n, step)]

@@ -52,6 +52,7 @@ class TritonModel:
 
     backend = "triton"
     gradient_model: str | None = None  # a deployed gradient model's name, else by convention (triton_gradients)
+    layers_model: str | None = None  # a deployed layers model's name, else MODEL_layers (triton_layers)
 
     def __init__(self, source: str, *, labels: Sequence[str] | None = None, concurrency: int | None = None,
                  timeout: float = 60.0, headers: Mapping[str, str] | Sequence[str] | None = None,
@@ -226,6 +227,12 @@ class TritonModel:
         from .triton_gradients import gradients
 
         return gradients(self, batch, logit_weights, probability_weights, layer=layer, relu=relu)
+
+    def layer_activations(self, batch: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """The named layers' (N, ...) float32 tensors from the deployed layers model (see triton_layers)."""
+        from .triton_layers import layer_activations
+
+        return layer_activations(self, batch, layers)
 
     def default_feature_layer(self) -> str:
         """Grad-CAM's default layer, read from the deployed layer-gradient models (see triton_gradients)."""

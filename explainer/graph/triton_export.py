@@ -102,3 +102,67 @@ def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = No
     info = json.loads(next(p.value for p in proto.metadata_props if p.key == "explainer.gradient"))
     return {"model": grad_name, "folder": str(folder), "wrt": info["wrt"], "layer": layer, "relu": relu,
             "nodes": len(proto.graph.node)}
+
+
+def _layer_records(proto: onnx.ModelProto, layers: list[str]) -> list[dict]:
+    """For each layer: the name given, its tensor and the node producing it (for ``explainer.layers``)."""
+    from .outputs import resolve_tensor
+
+    producer = {out: node.name for node in proto.graph.node for out in node.output if out}
+    records = []
+    for layer in dict.fromkeys(layers):
+        tensor = resolve_tensor(proto, layer)
+        records.append({"layer": layer, "tensor": tensor, "node": producer.get(tensor, "")})
+    return records
+
+
+def export_layers_to_repo(model: str | Path, repo: str | Path, layers: list[str], *, name: str | None = None,
+                          max_batch_size: int | None = None) -> dict:
+    """Write the layers model of ``model`` (it also outputs ``layers``) into the Triton repository ``repo``.
+
+    The model goes to ``repo/<name>_layers/1/model.onnx`` (a file) with a ``config.pbtxt``
+    for Triton's ONNX Runtime backend: the forward input, the forward output then one
+    output per layer named as its tensor, dynamic batching, ``max_batch_size`` (default:
+    the forward model's in ``repo/<name>``, else 128) and the ``explainer.*`` parameters,
+    ``explainer.layers`` recording each layer's name, tensor and node.
+
+    Returns
+    -------
+    dict
+        ``model`` (the layers model's name), ``folder``, ``layers`` and ``tensors``.
+    """
+    from ..backends.onnx_gradients import load_with_weights
+    from ..backends.triton_layers import LAYERS_PARAMETER, layers_model_name
+    from ..explanation import atomic_write_all
+    from ..triton_repo import production_config
+    from .activations import with_outputs
+
+    repo, name = Path(repo), name or forward_name(model)
+    if not repo.is_dir():
+        raise InputError(f"--triton-repo {repo}: no such folder")
+    forward = load_with_weights(Path(model))
+    records = _layer_records(forward, list(layers))
+    proto = with_outputs(forward, [r["tensor"] for r in records])
+    for out in proto.graph.output:
+        if not out.type.tensor_type.HasField("shape"):
+            raise InputError(f"layer tensor {out.name!r}: its shape cannot be inferred, and Triton needs it")
+    meta = {p.key: p.value for p in proto.metadata_props}
+    meta[LAYERS_PARAMETER] = json.dumps({"layers": records})
+    del proto.metadata_props[:]
+    helper.set_model_props(proto, meta)
+    try:
+        data = proto.SerializeToString()
+    except ValueError as e:  # protobuf's 2 GiB limit
+        raise InputError(f"the layers model cannot be serialised ({e})") from None
+    layers_name = layers_model_name(name)
+    folder = repo / layers_name
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    target = folder / "1" / "model.onnx"
+    if target.is_symlink():
+        target.unlink()
+    atomic_write_all({target: data})
+    config = production_config(target, layers_name,
+                               max_batch_size=max_batch_size or _forward_batch_size(repo, name))
+    atomic_write_all({folder / "config.pbtxt": config.encode("utf-8")})
+    return {"model": layers_name, "folder": str(folder), "layers": [r["layer"] for r in records],
+            "tensors": [r["tensor"] for r in records]}

@@ -13,7 +13,7 @@ from ..backends.base import Model, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
-from ..perturbation.engine import check_batch_size, stream
+from ..perturbation.engine import BatchRing, check_batch_size, stream
 from ..xp import array_module
 from . import MethodInfo, Option
 from .common import Prepared, explanation, prepare
@@ -214,8 +214,11 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
     z[0] = True
     x_dev, fill_dev, lab_dev, z_dev = (xp.asarray(a) for a in (prep.x, fill, labels, z))
 
+    ring = BatchRing(model, mini_batch_size, num_samples - 1, prep.x.shape[1:], xp)
+
     def make_batch(start: int, stop: int) -> Any:
-        return masks.blend(x_dev, masks.segment_masks(z_dev[start + 1:stop + 1], lab_dev), fill_dev, xp)
+        keep = masks.segment_masks(z_dev[start + 1:stop + 1], lab_dev)
+        return masks.blend(x_dev, keep, fill_dev, xp, out=ring.take(start, stop))
 
     outputs = stream(model, num_samples - 1, mini_batch_size, make_batch, prep.stats,
                      progress=progress, desc="lime")

@@ -12,7 +12,7 @@ from ..backends.base import Model, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
-from ..perturbation.engine import check_batch_size, stream
+from ..perturbation.engine import BatchRing, check_batch_size, stream
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
 from .common import explanation, prepare, auto_or_numbers
@@ -145,14 +145,10 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
         idx = xp.arange(start, stop)
         return masks.box_axes(lo_y[idx // nx], lo_x[idx % nx], grid.mask_size, shape, xp)
 
-    # a ring of reused batch buffers: at most in_flight + 1 batches are alive at once
-    ring = [None] * (int(getattr(model, "in_flight", 1)) + 2)
+    ring = BatchRing(model, mini_batch_size, grid.count, prep.x.shape[1:], xp)
 
     def make_batch(start: int, stop: int) -> Any:
-        slot = (start // mini_batch_size) % len(ring)
-        if ring[slot] is None or ring[slot].shape[0] < stop - start:
-            ring[slot] = xp.empty((min(mini_batch_size, grid.count),) + prep.x.shape[1:], xp.float32)
-        return masks.apply_boxes(x_dev, *axes(start, stop), value_dev, xp, out=ring[slot][:stop - start])
+        return masks.apply_boxes(x_dev, *axes(start, stop), value_dev, xp, out=ring.take(start, stop))
 
     outputs = stream(model, grid.count, mini_batch_size, make_batch, prep.stats,
                      progress=progress, desc="occlusion")

@@ -11,7 +11,7 @@ from ..backends.base import Model, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
-from ..perturbation.engine import check_batch_size, stream
+from ..perturbation.engine import BatchRing, check_batch_size, stream
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
 from .common import auto_or_numbers, explanation, prepare
@@ -137,8 +137,10 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     make = MaskMaker(plan, xp)
     x_dev, fill_dev = xp.asarray(prep.x), xp.asarray(fill)
 
+    ring = BatchRing(model, mini_batch_size, plan.grids.shape[0], prep.x.shape[1:], xp)
+
     def make_batch(start: int, stop: int) -> Any:
-        return masks.blend(x_dev, make(start, stop), fill_dev, xp)
+        return masks.blend(x_dev, make(start, stop), fill_dev, xp, out=ring.take(start, stop))
 
     outputs = stream(model, plan.grids.shape[0], mini_batch_size, make_batch, prep.stats,
                      progress=progress, desc="rise")

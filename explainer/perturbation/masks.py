@@ -42,7 +42,7 @@ def apply_boxes(x: Any, rows: Any, cols: Any, value: Any, xp: ModuleType, out: A
     cols : (M, W) bool array
     value : (C,) float32 array, the fill value per channel
     out : (M, C, H, W) float32 array, optional
-        A buffer to fill (reusing one avoids page-faulting fresh memory per batch).
+        A buffer to fill in place (see ``engine.BatchRing``).
 
     Returns
     -------
@@ -50,7 +50,7 @@ def apply_boxes(x: Any, rows: Any, cols: Any, value: Any, xp: ModuleType, out: A
     """
     inside = rows[:, None, :, None] & cols[:, None, None, :]
     if out is None:
-        return xp.where(inside, value[None, :, None, None], x).astype(xp.float32, copy=False)
+        out = xp.empty((rows.shape[0],) + tuple(x.shape[1:]), xp.float32)
     out[...] = x
     xp.copyto(out, xp.broadcast_to(value[None, :, None, None], out.shape), where=inside)
     return out
@@ -76,7 +76,7 @@ def box_coverage_sum(weights: Any, rows: Any, cols: Any) -> Any:
     return r.T @ cols.astype("float64")
 
 
-def blend(x: Any, keep: Any, fill: Any, xp: ModuleType) -> Any:
+def blend(x: Any, keep: Any, fill: Any, xp: ModuleType, out: Any = None) -> Any:
     """Copies of ``x`` where each mask keeps some pixels and fills the rest.
 
     ``batch = fill + keep * (x - fill)``: a boolean ``keep`` picks pixels of ``x``
@@ -87,6 +87,8 @@ def blend(x: Any, keep: Any, fill: Any, xp: ModuleType) -> Any:
     x : (1, C, H, W) float32 array
     keep : (M, H, W) bool or float array
     fill : (1, C, H, W) or (C,) float32 array, the values of removed pixels
+    out : (M, C, H, W) float32 array, optional
+        A buffer to fill in place (see ``engine.BatchRing``).
 
     Returns
     -------
@@ -94,10 +96,16 @@ def blend(x: Any, keep: Any, fill: Any, xp: ModuleType) -> Any:
     """
     if fill.ndim == 1:
         fill = fill[None, :, None, None]
+    if out is None:
+        out = xp.empty((keep.shape[0],) + tuple(x.shape[1:]), xp.float32)
     if keep.dtype == bool:
-        return xp.where(keep[:, None], x, fill).astype(xp.float32, copy=False)
-    k = keep[:, None].astype(xp.float32, copy=False)
-    return (fill + k * (x - fill)).astype(xp.float32, copy=False)
+        out[...] = fill
+        xp.copyto(out, xp.broadcast_to(x, out.shape), where=keep[:, None])
+        return out
+    xp.subtract(x, fill, out=out)
+    out *= keep[:, None]
+    out += fill
+    return out
 
 
 def segment_masks(z: Any, labels: Any) -> Any:
