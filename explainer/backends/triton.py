@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -191,16 +191,16 @@ class TritonModel:
         per_item = max(1, data[:1].nbytes)
         step = self.spec.fixed_batch_size or (1 if self._unbatched else
                                               min(self.max_batch_size or n or 1, max(1, REQUEST_BYTES // per_item)))
-        parts = batch_slices(n, step) if n else []
-        if len(parts) <= 1:
-            outs = [self._send(data[p]) for p in parts]
-        else:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.in_flight,
-                                                     thread_name_prefix="triton")
-            futures = [self._executor.submit(self._send, data[p]) for p in parts]
-            outs = [f.result() for f in futures]
+        outs = self.run_parts(lambda p: self._send(data[p]), batch_slices(n, step) if n else [])
         return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.spec.num_classes), np.float32)
+
+    def run_parts(self, send: Callable[[slice], Any], parts: list[slice]) -> list[Any]:
+        """``send(part)`` for every part, in order; several at once (``in_flight``) when split."""
+        if len(parts) <= 1:
+            return [send(p) for p in parts]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="triton")
+        return list(self._executor.map(send, parts))
 
     def _send(self, part: np.ndarray) -> np.ndarray:
         n = part.shape[0]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,14 +220,7 @@ def gradients(model: Any, batch: np.ndarray, logit_weights: np.ndarray, probabil
     step = fixed or min(found.max_batch_size or n, by_bytes)
     parts = batch_slices(n, step)
     send = lambda s: _send(model, found, data[s], wl[s], wp[s])  # noqa: E731
-    if len(parts) == 1:
-        results = [send(parts[0])]
-    else:
-        pool = model.__dict__.get("_gradient_executor")
-        if pool is None:
-            pool = model.__dict__["_gradient_executor"] = ThreadPoolExecutor(
-                max_workers=model.in_flight, thread_name_prefix="triton-grad")
-        results = list(pool.map(send, parts))
+    results = model.run_parts(send, parts)
     outputs, gradient = (np.concatenate([r[i] for r in results]) for i in (0, 1))
     if layer is None and model.spec.preprocessing.layout == "NHWC":
         gradient = np.ascontiguousarray(gradient.transpose(0, 3, 1, 2))

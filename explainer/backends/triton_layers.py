@@ -14,7 +14,6 @@ the forward model's replica pool (same endpoints, retries and in-flight limits).
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -146,14 +145,7 @@ def layer_activations(model: Any, batch: np.ndarray, layers: Sequence[str]) -> d
     step = model.spec.fixed_batch_size or min(found.max_batch_size or len(data), by_bytes)
     parts = batch_slices(len(data), step)
     send = lambda s: _send(model, found, data[s], outputs)  # noqa: E731
-    if len(parts) == 1:
-        results = [send(parts[0])]
-    else:
-        pool = model.__dict__.get("_layers_executor")
-        if pool is None:
-            pool = model.__dict__["_layers_executor"] = ThreadPoolExecutor(
-                max_workers=model.in_flight, thread_name_prefix="triton-layers")
-        results = list(pool.map(send, parts))
+    results = model.run_parts(send, parts)
     joined = {o: np.concatenate([r[i] for r in results]) for i, o in enumerate(outputs)}
     return {layer: joined[found.outputs[layer]] for layer in layers}
 
