@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ..graph.triton_export import add_repo_options
+
 
 def _names(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",") if p.strip()]
@@ -22,13 +24,7 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     x.add_argument("--model", required=True, type=Path, help="the ONNX classifier")
     x.add_argument("--layers", required=True, type=_names, help="comma-separated node or tensor names")
     x.add_argument("--out", type=Path, help="the new .onnx file (or give --triton-repo)")
-    t = x.add_argument_group("Triton (deploy next to the forward model)")
-    t.add_argument("--triton-repo", type=Path, metavar="REPO",
-                   help="write REPO/NAME_layers/ (model.onnx + config.pbtxt) instead of --out")
-    t.add_argument("--name", help="the forward model's name in REPO (default: the folder of .../NAME/model.onnx, "
-                                  "else the file's stem)")
-    t.add_argument("--max-batch-size", type=int,
-                   help="of the layers model (default: the forward model's in REPO, else 128)")
+    add_repo_options(x, "layers", "NAME_layers")
     a = sub.add_parser("audit", help="classify and explain a folder; HTML report in --out")
     a.add_argument("folder", type=Path, metavar="DIR", help="images; sub-folders = true classes")
     a.add_argument("--out", required=True, type=Path, help="report folder (index.html)")

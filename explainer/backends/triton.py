@@ -12,13 +12,12 @@ import numpy as np
 from ..errors import InputError
 from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
 from .onnxruntime import _preprocessing
-from .triton_transport import (Replica, ReplicaPool, Tls, TritonError, classify,
+from .triton_transport import (Replica, request_step, ReplicaPool, Tls, TritonError, classify,
                                headers_dict, parse_endpoints)
 
 _DTYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16),
            "TYPE_FP64": ("FP64", np.float64)}
 _FORMATS = {"FORMAT_NCHW": "NCHW", "FORMAT_NHWC": "NHWC"}
-REQUEST_BYTES = 32 << 20  # under Triton's default 64 MiB HTTP input limit
 
 
 class TritonModel:
@@ -188,9 +187,8 @@ class TritonModel:
         """
         n = batch.shape[0]
         data = to_layout(np.asarray(batch, dtype=self._dtype), self.spec.preprocessing.layout)
-        per_item = max(1, data[:1].nbytes)
-        step = self.spec.fixed_batch_size or (1 if self._unbatched else
-                                              min(self.max_batch_size or n or 1, max(1, REQUEST_BYTES // per_item)))
+        step = 1 if self._unbatched and not self.spec.fixed_batch_size else \
+            request_step(n, data[:1].nbytes, self.max_batch_size, self.spec.fixed_batch_size)
         outs = self.run_parts(lambda p: self._send(data[p]), batch_slices(n, step) if n else [])
         return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.spec.num_classes), np.float32)
 

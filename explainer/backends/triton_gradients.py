@@ -24,9 +24,9 @@ import numpy as np
 
 from ..errors import InputError
 from .base import batch_slices, to_layout
+from .triton_transport import request_step
 
 GRAD_OUTPUT, ACTS_OUTPUT, WEIGHTS = "gradient", "activations", ("logit_weights", "probability_weights")
-REQUEST_BYTES = 32 << 20
 _NAME_LIMIT = 120
 
 
@@ -216,8 +216,7 @@ def gradients(model: Any, batch: np.ndarray, logit_weights: np.ndarray, probabil
     found = deployed(model, layer, relu)
     data = to_layout(np.asarray(batch, dtype=model._dtype), model.spec.preprocessing.layout)
     fixed = model.spec.fixed_batch_size
-    by_bytes = max(1, REQUEST_BYTES // max(1, data[:1].nbytes * 2))
-    step = fixed or min(found.max_batch_size or n, by_bytes)
+    step = request_step(n, data[:1].nbytes * 2, found.max_batch_size, fixed)
     parts = batch_slices(n, step)
     send = lambda s: _send(model, found, data[s], wl[s], wp[s])  # noqa: E731
     results = model.run_parts(send, parts)

@@ -22,9 +22,9 @@ import numpy as np
 from ..errors import InputError
 from .base import batch_slices, to_layout
 from .triton_gradients import _config, _headers, _infer
+from .triton_transport import request_step
 
 LAYERS_PARAMETER = "explainer.layers"
-REQUEST_BYTES = 32 << 20
 
 
 def layers_model_name(forward: str) -> str:
@@ -141,8 +141,7 @@ def layer_activations(model: Any, batch: np.ndarray, layers: Sequence[str]) -> d
     _check_exposed(model, found, layers)
     outputs = list(dict.fromkeys(found.outputs[layer] for layer in layers))
     data = to_layout(np.asarray(batch, dtype=model._dtype), model.spec.preprocessing.layout)
-    by_bytes = max(1, REQUEST_BYTES // max(1, data[:1].nbytes))
-    step = model.spec.fixed_batch_size or min(found.max_batch_size or len(data), by_bytes)
+    step = request_step(len(data), data[:1].nbytes, found.max_batch_size, model.spec.fixed_batch_size)
     parts = batch_slices(len(data), step)
     send = lambda s: _send(model, found, data[s], outputs)  # noqa: E731
     results = model.run_parts(send, parts)

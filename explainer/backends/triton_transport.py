@@ -25,6 +25,14 @@ from .triton_endpoints import (SCHEMES, Endpoint, Tls, headers_dict, is_remote, 
                                parse_endpoints)
 
 T = TypeVar("T")
+REQUEST_BYTES = 32 << 20  # under Triton's default 64 MiB HTTP input limit
+
+
+def request_step(n: int, item_bytes: int, max_batch_size: int | None, fixed: int | None = None) -> int:
+    """Inputs per request: the fixed batch size, else at most ``max_batch_size`` and 32 MiB."""
+    if fixed:
+        return fixed
+    return max(1, min(max_batch_size or n or 1, REQUEST_BYTES // max(1, item_bytes)))
 _DOWN_WORDS = ("failed to connect", "connection refused", "connection reset", "socket closed",
                "broken pipe", "name resolution", "connection aborted", "end of tcp stream")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import InputError
 from .gradients import RELU_RULES, gradient_model
+from .triton_export import add_repo_options
 
 
 def add_parser(sub: Any) -> None:
@@ -19,13 +20,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--layer", help="differentiate with respect to this node or tensor (see `explainer inspect`); "
                                    "with --triton-repo also 'auto': Grad-CAM's default feature layer")
     p.add_argument("--relu", choices=RELU_RULES, default="standard", help="backward rule of ReLU layers")
-    t = p.add_argument_group("Triton (deploy next to the forward model)")
-    t.add_argument("--triton-repo", type=Path, metavar="REPO",
-                   help="write REPO/NAME_grad_RELU[__LAYER]/ (model.onnx + config.pbtxt) instead of --out")
-    t.add_argument("--name", help="the forward model's name in REPO (default: the folder of .../NAME/model.onnx, "
-                                  "else the file's stem)")
-    t.add_argument("--max-batch-size", type=int,
-                   help="of the gradient model (default: the forward model's in REPO, else 128)")
+    add_repo_options(p, "gradient", "NAME_grad_RELU[__LAYER]")
 
 
 def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: str = "standard") -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import helper
@@ -166,3 +167,14 @@ def export_layers_to_repo(model: str | Path, repo: str | Path, layers: list[str]
     atomic_write_all({folder / "config.pbtxt": config.encode("utf-8")})
     return {"model": layers_name, "folder": str(folder), "layers": [r["layer"] for r in records],
             "tensors": [r["tensor"] for r in records]}
+
+
+def add_repo_options(parser: Any, kind: str, folder: str) -> None:
+    """The --triton-repo / --name / --max-batch-size options of an export command."""
+    t = parser.add_argument_group("Triton (deploy next to the forward model)")
+    t.add_argument("--triton-repo", type=Path, metavar="REPO",
+                   help=f"write REPO/{folder}/ (model.onnx + config.pbtxt) instead of --out")
+    t.add_argument("--name", help="the forward model's name in REPO (default: the folder of .../NAME/model.onnx, "
+                                  "else the file's stem)")
+    t.add_argument("--max-batch-size", type=int,
+                   help=f"of the {kind} model (default: the forward model's in REPO, else 128)")
