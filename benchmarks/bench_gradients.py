@@ -1,10 +1,12 @@
 """Cost of a gradient evaluation relative to a forward pass, on the bundled model (CPU).
 
-Runs the forward model and its gradient model (explainer.graph.gradients) in ONNX
-Runtime on the same random batches, at batch sizes 1, 8 and 32, and reports the
-ratio gradient time / forward time (median of timed rounds, interleaved so that
-machine noise hits both alike). Also times the alternative formulation of Conv's
-input gradient (ConvTranspose everywhere instead of Conv with flipped weights).
+Runs the forward model and its gradient models (explainer.graph.gradients, standard and
+guided ReLU rules) in ONNX Runtime on the same random batches, at batch sizes 1, 8 and 32,
+and reports gradient time / forward time. Each session is timed in blocks of consecutive
+calls after a pause and a discarded call, so that it runs in its steady state, as in an
+explanation, and not while another session's idle threads still spin on the 2 cores
+(timing the sessions call by call in turn made the forward pass look up to 1.7x slower).
+Rounds alternate the sessions; the report gives medians over all timed calls.
 
     .venv/bin/python benchmarks/bench_gradients.py            # prints and appends to RESULTS.md
     .venv/bin/python benchmarks/bench_gradients.py --no-write
@@ -17,12 +19,12 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from explainer.graph import grad_rules_nn
 from explainer.graph.gradients import gradient_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,60 +36,58 @@ def session(proto: onnx.ModelProto | Path) -> ort.InferenceSession:
     return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
 
 
-def timed(runs: dict, rounds: int) -> dict:
-    """Median seconds per call of each function, calls interleaved round by round (after a warm-up)."""
-    for run in runs.values():
-        run()
-    times: dict = {k: [] for k in runs}
+def steady(runs: dict[str, Callable[[], object]], rounds: int, block: int = 5) -> dict[str, float]:
+    """Median seconds per call of each function, timed in blocks of ``block`` consecutive calls."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(rounds):
         for key, run in runs.items():
-            t0 = time.perf_counter()
+            time.sleep(0.2)  # let the previous session's worker threads stop spinning
             run()
-            times[key].append(time.perf_counter() - t0)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - t0)
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def measure(batches: list[int], rounds: int) -> list[dict]:
     proto = onnx.load(str(MODEL))
     fwd = session(MODEL)
-    grad = session(gradient_model(proto))
-    grad_rules_nn.PREFER_FLIPPED_CONV = False
-    grad_ct = session(gradient_model(proto))
-    grad_rules_nn.PREFER_FLIPPED_CONV = True
+    grads = {relu: session(gradient_model(proto, relu=relu)) for relu in ("standard", "guided")}
     rng = np.random.default_rng(0)
     rows = []
     for n in batches:
         x = rng.normal(size=(n, 3, 224, 224)).astype(np.float32)
         wl = np.zeros((n, 1000), np.float32)
         wl[:, 1] = 1
-        feed = {"input": x, "logit_weights": wl, "probability_weights": wl}
-        t = timed({"forward_s": lambda: fwd.run(None, {"input": x}),
-                   "gradient_s": lambda: grad.run(None, feed),
-                   "convtranspose_s": lambda: grad_ct.run(None, feed)}, max(3, rounds // n))
-        rows.append({"batch": n, **t})
+        feed = {"input": x, "logit_weights": wl, "probability_weights": np.zeros_like(wl)}
+        runs: dict[str, Callable[[], object]] = {"forward_s": lambda: fwd.run(None, {"input": x})}
+        runs.update({f"{relu}_s": (lambda s=s: s.run(None, feed)) for relu, s in grads.items()})
+        rows.append({"batch": n, **steady(runs, max(2, rounds // n))})
         print(rows[-1], flush=True)
     return rows
 
 
 def report(rows: list[dict]) -> str:
     lines = ["## Gradient graphs (CPU)", "",
-             f"Bundled EfficientNet-Lite0 (224x224), ONNX Runtime {ort.__version__} CPUExecutionProvider, "
-             f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), default session options. "
-             "Gradient model = `explainer.graph.gradients.gradient_model` (outputs the logits and d score / "
-             "d input); median of timed rounds. Target: ratio <= 3.", "",
-             "| batch | forward (ms) | gradient model (ms) | ratio | ConvTranspose-only variant (ms) | its ratio |",
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Bundled EfficientNet-Lite0 (224x224), "
+             f"ONNX Runtime {ort.__version__} CPUExecutionProvider, {os.cpu_count()} cores "
+             f"({platform.processor() or platform.machine()}), default session options. Gradient model = "
+             "`explainer.graph.gradients.gradient_model` (outputs the logits and d score / d input); each "
+             "session timed in steady state (blocks of consecutive calls), medians. Target: ratio <= 3.", "",
+             "| batch | forward (ms) | gradient, standard (ms) | ratio | gradient, guided (ms) | ratio |",
              "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['batch']} | {1e3 * r['forward_s']:.1f} | {1e3 * r['gradient_s']:.1f} | "
-                     f"{r['gradient_s'] / r['forward_s']:.2f} | {1e3 * r['convtranspose_s']:.1f} | "
-                     f"{r['convtranspose_s'] / r['forward_s']:.2f} |")
+        f = r["forward_s"]
+        lines.append(f"| {r['batch']} | {1e3 * f:.1f} | {1e3 * r['standard_s']:.1f} | {r['standard_s'] / f:.2f} | "
+                     f"{1e3 * r['guided_s']:.1f} | {r['guided_s'] / f:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--rounds", type=int, default=64, help="timed calls at batch 1 (fewer for larger batches)")
+    p.add_argument("--rounds", type=int, default=16, help="rounds at batch 1 (fewer for larger batches)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     text = report(measure(args.batches, args.rounds))

@@ -69,6 +69,7 @@ class Builder:
             arr = arr.astype(np.int64)
         name = self.fresh(hint)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        self._values[name] = self.initializers[-1]
         return name
 
     def ints(self, values: Sequence[int]) -> str:
@@ -154,8 +155,21 @@ class Builder:
         """A Shape node for ``name``."""
         return self.node("Shape", [name])
 
-    def reshape_like(self, g: str, like: str) -> str:
-        """``g`` reshaped to the runtime shape of ``like``."""
+    def reshape_like(self, g: str, like: str, g_like: str | None = None) -> str:
+        """``g`` (shaped like the tensor ``g_like``, when given) reshaped to the shape of ``like``.
+
+        A constant target shape where the sizes are fixed (or all but a batch size that
+        ``g`` already has), so that ONNX Runtime knows the result's shape and keeps the
+        tensors around it in its blocked (NCHWc) layout; the runtime shape otherwise.
+        """
+        shape = self.shape(like)
+        if shape and all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            first = shape[0]
+            if isinstance(first, int) and first > 0:
+                return self.node("Reshape", [g, self.ints(shape)])
+            lead = self.shape(g_like) if g_like else None
+            if first is not None and lead and lead[0] == first:
+                return self.node("Reshape", [g, self.ints([0] + list(shape[1:]))])
         return self.node("Reshape", [g, self.shape_of(like)])
 
     def unbroadcast(self, g: str, out: str | tuple[Dim, ...], target: str, node: onnx.NodeProto) -> str:

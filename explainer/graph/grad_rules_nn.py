@@ -85,10 +85,41 @@ def conv(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     if PREFER_FLIPPED_CONV and weights is not None and all(v == 1 for v in s) and min(pads) >= 0:
         gx = b.node("Conv", [g, b.const(_flipped(weights, group), b.dtype(w), hint="wflip")], group=group,
                     dilations=d, pads=pads, kernel_shape=kernel)
-    else:  # strided: ConvTranspose measured faster than a Conv over the zero-upsampled gradient
-        gx = transpose_sized(b, g, w, kernel, (s, d, pb, pe), spatial(b, x, nd),
-                             spatial(b, node.output[0], nd), x, group=group)
+    else:
+        gx = _strided_depthwise(b, node, g, weights, (s, d, pb, pe)) if PREFER_FLIPPED_CONV else None
+        # other strided convs: ConvTranspose measured faster than a Conv over the zero-upsampled gradient
+        gx = gx or transpose_sized(b, g, w, kernel, (s, d, pb, pe), spatial(b, x, nd),
+                                   spatial(b, node.output[0], nd), x, group=group)
     return only_first(b, node, gx)
+
+
+def _strided_depthwise(b: Builder, node: onnx.NodeProto, g: str, weights: np.ndarray | None,
+                       geo: tuple) -> str | None:
+    """Input gradient of a strided depthwise Conv, or None where this form does not apply.
+
+    The gradient ``g`` (N, M, h, w) is spread onto the stride grid by a 1x1 ConvTranspose
+    with unit weights (zeros between the samples), then correlated with the flipped kernel
+    at stride 1: a depthwise Conv that ONNX Runtime runs in its blocked layout, measured
+    faster than a depthwise ConvTranspose. Needs constant weights with one input channel
+    per group and fixed spatial sizes.
+    """
+    s, d, pb, pe = geo
+    x, y = node.input[0], node.output[0]
+    nd = len(s)
+    dims, outs = spatial(b, x, nd), spatial(b, y, nd)
+    if weights is None or weights.shape[1] != 1 or None in dims or None in outs:
+        return None
+    ext = [(k - 1) * di for k, di in zip(weights.shape[2:], d)]
+    begin = [e - p for e, p in zip(ext, pb)]
+    end = [n - si * o - p0 + e for n, si, o, p0, e in zip(dims, s, outs, begin, ext)]
+    if min(begin + end) < 0:
+        return None
+    m = weights.shape[0]
+    group = attr(node, "group", 1)
+    spread = b.node("ConvTranspose", [g, b.const(np.ones((m, 1) + (1,) * nd), b.dtype(node.input[1]), hint="one")],
+                    strides=s, group=m, output_padding=[si - 1 for si in s], kernel_shape=[1] * nd)
+    return b.node("Conv", [spread, b.const(_flipped(weights, group), b.dtype(node.input[1]), hint="wflip")],
+                  group=group, dilations=d, pads=begin + end, kernel_shape=list(weights.shape[2:]))
 
 
 def _flipped(weights: np.ndarray, group: int) -> np.ndarray:

@@ -51,8 +51,9 @@ def global_average_pool(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     x = node.input[0]
     rank = b.rank(x, node)
     dims = b.static_dims(x, list(range(2, rank)), node)
-    scaled = b.node("Mul", [gys[0], b.scalar(1.0 / float(np.prod(dims)), x)])
-    return [b.node("Expand", [scaled, b.shape_of(x)])]
+    # broadcast by a constant (not Expand to a runtime shape): the result's shape stays known
+    spread = b.const(np.full([1, 1] + dims, 1.0 / float(np.prod(dims))), b.dtype(x), hint="spread")
+    return [b.node("Mul", [gys[0], spread])]
 
 
 def global_max_pool(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:

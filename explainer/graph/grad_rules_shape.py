@@ -13,7 +13,7 @@ INT64_MAX = np.iinfo(np.int64).max
 
 def reshape(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     """Reshape, Flatten, Squeeze, Unsqueeze: the gradient takes the input's shape back."""
-    return only_first(b, node, b.reshape_like(gys[0], node.input[0]))
+    return only_first(b, node, b.reshape_like(gys[0], node.input[0], node.output[0]))
 
 
 def transpose(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
