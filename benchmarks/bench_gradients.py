@@ -2,7 +2,9 @@
 
 Runs the forward model and its gradient models (explainer.graph.gradients, standard and
 guided ReLU rules) in ONNX Runtime on the same random batches, at batch sizes 1, 8 and 32,
-and reports gradient time / forward time. Each session is timed in blocks of consecutive
+and reports gradient time / forward time, with ONNX Runtime's default threads (one per
+core) and with one thread (the compute cost, without the memory-bandwidth contention of
+the elementwise mask operations between cores). Each session is timed in blocks of consecutive
 calls after a pause and a discarded call, so that it runs in its steady state, as in an
 explanation, and not while another session's idle threads still spin on the 2 cores
 (timing the sessions call by call in turn made the forward pass look up to 1.7x slower).
@@ -31,9 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "efficientnet_lite0" / "model.onnx"
 
 
-def session(proto: onnx.ModelProto | Path) -> ort.InferenceSession:
+def session(proto: onnx.ModelProto | Path, threads: int = 0) -> ort.InferenceSession:
     data = str(proto) if isinstance(proto, Path) else proto.SerializeToString()
-    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (one per core)
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 def steady(runs: dict[str, Callable[[], object]], rounds: int, block: int = 5) -> dict[str, float]:
@@ -52,17 +56,19 @@ def steady(runs: dict[str, Callable[[], object]], rounds: int, block: int = 5) -
 
 def measure(batches: list[int], rounds: int) -> list[dict]:
     proto = onnx.load(str(MODEL))
-    fwd = session(MODEL)
-    grads = {relu: session(gradient_model(proto, relu=relu)) for relu in ("standard", "guided")}
+    standard, guided = gradient_model(proto), gradient_model(proto, relu="guided")
+    sessions = {"forward_s": session(MODEL), "standard_s": session(standard), "guided_s": session(guided),
+                "forward_1t_s": session(MODEL, 1), "standard_1t_s": session(standard, 1)}
     rng = np.random.default_rng(0)
     rows = []
     for n in batches:
         x = rng.normal(size=(n, 3, 224, 224)).astype(np.float32)
         wl = np.zeros((n, 1000), np.float32)
         wl[:, 1] = 1
-        feed = {"input": x, "logit_weights": wl, "probability_weights": np.zeros_like(wl)}
-        runs: dict[str, Callable[[], object]] = {"forward_s": lambda: fwd.run(None, {"input": x})}
-        runs.update({f"{relu}_s": (lambda s=s: s.run(None, feed)) for relu, s in grads.items()})
+        feeds = {"input": x, "logit_weights": wl, "probability_weights": np.zeros_like(wl)}
+        runs: dict[str, Callable[[], object]] = {
+            key: (lambda s=s, feed={k: v for k, v in feeds.items() if k in {i.name for i in s.get_inputs()}}:
+                  s.run(None, feed)) for key, s in sessions.items()}
         rows.append({"batch": n, **steady(runs, max(2, rounds // n))})
         print(rows[-1], flush=True)
     return rows
@@ -75,12 +81,14 @@ def report(rows: list[dict]) -> str:
              f"({platform.processor() or platform.machine()}), default session options. Gradient model = "
              "`explainer.graph.gradients.gradient_model` (outputs the logits and d score / d input); each "
              "session timed in steady state (blocks of consecutive calls), medians. Target: ratio <= 3.", "",
-             "| batch | forward (ms) | gradient, standard (ms) | ratio | gradient, guided (ms) | ratio |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "| batch | forward (ms) | gradient, standard (ms) | ratio | gradient, guided (ms) | ratio "
+             "| 1 thread: forward (ms) | gradient (ms) | ratio |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        f = r["forward_s"]
+        f, f1 = r["forward_s"], r["forward_1t_s"]
         lines.append(f"| {r['batch']} | {1e3 * f:.1f} | {1e3 * r['standard_s']:.1f} | {r['standard_s'] / f:.2f} | "
-                     f"{1e3 * r['guided_s']:.1f} | {r['guided_s'] / f:.2f} |")
+                     f"{1e3 * r['guided_s']:.1f} | {r['guided_s'] / f:.2f} | {1e3 * f1:.1f} | "
+                     f"{1e3 * r['standard_1t_s']:.1f} | {r['standard_1t_s'] / f1:.2f} |")
     return "\n".join(lines) + "\n"
 
 
