@@ -16,7 +16,7 @@ from explainer.backends.triton_gradients import gradient_model_name, sanitise_la
 from explainer.cli import main
 from explainer.errors import InputError
 from explainer.methods.deep_dream import deep_dream
-from explainer.methods.grad_cam import grad_cam
+from explainer.methods.grad_cam import cam, grad_cam
 from explainer.methods.gradient_maps import deconvnet, gradient, guided_backprop
 from explainer.methods.integrated_gradients import integrated_gradients
 from explainer.triton_repo import write_model
@@ -28,14 +28,17 @@ PRE = {"size": [8, 8], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 N = helper.make_node
 
 
-def _conv_relu_gap(path):
-    """input (N, 3, 8, 8) -> Conv 3x3 (4 filters) -> Relu "act" -> GAP -> Flatten -> Gemm: 3 logits."""
+def _conv_relu_gap(path, tanh_head=False):
+    """input (N, 3, 8, 8) -> Conv 3x3 (4 filters) -> Relu "act" -> GAP -> Flatten -> Gemm: 3 logits
+    (with ``tanh_head``: -> Gemm (4 -> 4) -> Tanh -> Gemm, a head CAM does not apply to)."""
     rng = np.random.default_rng(3)
     inits = {"k": rng.normal(size=(4, 3, 3, 3)), "b": rng.normal(size=4) * 0.1,
-             "w": rng.normal(size=(3, 4)), "c": rng.normal(size=3)}
+             "w": rng.normal(size=(3, 4)), "c": rng.normal(size=3), "h": rng.normal(size=(4, 4))}
     nodes = [N("Conv", ["input", "k", "b"], ["conv"], pads=[1, 1, 1, 1], name="conv"),
              N("Relu", ["conv"], ["a"], name="act"), N("GlobalAveragePool", ["a"], ["g"]),
              N("Flatten", ["g"], ["f"], axis=1), N("Gemm", ["f", "w", "c"], ["logits"], transB=1)]
+    if tanh_head:
+        nodes[3:4] = [N("Flatten", ["g"], ["f0"], axis=1), N("Gemm", ["f0", "h"], ["f1"]), N("Tanh", ["f1"], ["f"])]
     image = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])
     graph = helper.make_graph(nodes, "tiny", [image],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
@@ -62,10 +65,13 @@ def served(tmp_path_factory):
     for relu in ("standard", "guided", "deconv"):
         _export(repo, tiny, "tiny", "--relu", relu)
     _export(repo, tiny, "tiny", "--layer", "auto")
+    tanh_head = _conv_relu_gap(tmp_path_factory.mktemp("tanh") / "tanh.onnx", tanh_head=True)
+    write_model(repo, tanh_head, "tanhhead", max_batch_size=4)
+    _export(repo, tanh_head, "tanhhead", "--layer", "auto")
     write_model(repo, BUNDLED, "efficientnet_lite0")
     _export(repo, BUNDLED, "efficientnet_lite0")
     with LocalTritonServer(repo, http_port=0, grpc_port=0) as server:
-        yield {"server": server, "repo": repo, "tiny": tiny}
+        yield {"server": server, "repo": repo, "tiny": tiny, "tanh": tanh_head}
 
 
 def _x(seed=1):
@@ -82,7 +88,8 @@ def _same(remote, local):
 CASES = [(gradient, dict(num_samples=6, mini_batch_size=5)),  # SmoothGrad: 6 inputs in requests of <= 4
          (guided_backprop, dict()), (deconvnet, dict(score="logit")),
          (integrated_gradients, dict(num_steps=9, mini_batch_size=7)),
-         (grad_cam, dict(feature_layer="act")), (grad_cam, dict()), (grad_cam, dict(feature_layer="a"))]
+         (grad_cam, dict(feature_layer="act")), (grad_cam, dict()), (grad_cam, dict(feature_layer="a")),
+         (cam, dict()), (cam, dict(score="logit"))]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -126,12 +133,25 @@ def test_missing_gradient_model_fails_at_once_saying_how(served, tmp_path, capsy
         grad_cam(plain, _x(), 0, feature_layer="act")
     with pytest.raises(InputError, match=r"default feature layer.*--feature-layer"):
         grad_cam(plain, _x(), 0)
+    with pytest.raises(InputError, match=r"default feature layer.*export-gradients --triton-repo REPO --layer auto"):
+        cam(plain, _x(), 0)
     args = ["explain", COFFEE, "--method", "integrated-gradients", "--out", str(tmp_path / "o"),
             "--model", f"{served['server'].http_url}/plain"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "plain_grad_standard" in err and "export-gradients" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_cam_on_triton_refuses_a_head_other_than_gap_and_fc(served):
+    """The Tanh head's layer gradient is constant over space but changes with the input."""
+    local = explainer.load_model(str(served["tanh"]))
+    remote = explainer.load_model(f"{served['server'].grpc_url}/tanhhead")
+    with pytest.raises(InputError, match=r"cam needs GlobalAveragePool \+ a fully connected layer after .*'act'"):
+        cam(remote, _x(), 1)
+    with pytest.raises(InputError, match="cam needs a model that ends in GlobalAveragePool"):
+        cam(local, _x(), 1)
+    _same(grad_cam(remote, _x(), 1), grad_cam(local, _x(), 1))  # Grad-CAM is the method for it
 
 
 def test_gradient_model_named_explicitly(served):

@@ -130,7 +130,9 @@ def cam(model: Model, image: Any, target: int | str | None = None, *, score: str
 
     The map is the target's logit before pooling (signed, unnormalised); ``score`` only
     picks how the target and its score are reported. With score="logit", Grad-CAM on
-    the same layer equals ReLU(CAM) / (h * w).
+    the same layer equals ReLU(CAM) / (h * w). W comes from the ONNX file, or on a
+    Triton endpoint from the deployed gradient model of the default feature layer
+    (``export-gradients --layer auto``), checked to be that of a GAP + FC head.
 
     Returns
     -------
@@ -142,18 +144,57 @@ def cam(model: Model, image: Any, target: int | str | None = None, *, score: str
     try:
         proto = read_onnx(model.spec.source)
     except InputError:
-        raise InputError("cam reads the fully connected weights from the ONNX file; "
-                         f"{model.spec.source!r} is not one (use --method grad-cam)") from None
-    tensor, weights = cam_weights(proto)
-    prep = prepare(model, image, target, score)
-    a = _channels_first(layer_activations(model, prep.x, [tensor])[tensor], model, tensor)[0]
-    prep.stats.forward_passes += 1
-    if weights.shape != (model.spec.num_classes, a.shape[0]):
-        raise InputError(f"cam: FC weights {list(weights.shape)} do not match {a.shape[0]} channels "
-                         f"and {model.spec.num_classes} classes")
-    value = np.tensordot(weights[prep.target], a.astype(np.float64), axes=1)
+        if not callable(getattr(model, "default_feature_layer", None)):
+            raise InputError("cam reads the fully connected weights from the ONNX file; "
+                             f"{model.spec.source!r} is not one (use --method grad-cam)") from None
+        proto = None  # a served model: the weights come from its deployed layer gradients
+    if proto is not None:
+        tensor, weights = cam_weights(proto)
+        prep = prepare(model, image, target, score)
+        a = _channels_first(layer_activations(model, prep.x, [tensor])[tensor], model, tensor)[0]
+        prep.stats.forward_passes += 1
+        if weights.shape != (model.spec.num_classes, a.shape[0]):
+            raise InputError(f"cam: FC weights {list(weights.shape)} do not match {a.shape[0]} channels "
+                             f"and {model.spec.num_classes} classes")
+        row = weights[prep.target]
+    else:
+        prep = prepare(model, image, target, score)
+        tensor, row, a = _served_cam_row(model, prep)
+    value = np.tensordot(row, a.astype(np.float64), axes=1)
     params = dict(feature_layer=tensor, score=score, channels=int(a.shape[0]))
     return _finish(model, prep, "cam", value, output_upsampling, params)
+
+
+def _served_cam_row(model: Model, prep: Any) -> tuple[str, np.ndarray, np.ndarray]:
+    """CAM without the ONNX file (a Triton endpoint): the target's FC row from layer gradients.
+
+    Behind GlobalAveragePool + a fully connected layer, d logit_t / d A_c(i, j) is
+    W[t, c] / (h w) at every position and for every input. The deployed gradient model
+    of the default feature layer gives it at the image and at the all-zero input; a
+    gradient that varies over space or between the two means another head, and is refused.
+
+    Returns
+    -------
+    layer : str
+    row : (C,) float64 ndarray, W[target]
+    activations : (C, h, w) float32 ndarray, the image's feature map
+    """
+    require_gradients(model, "cam")
+    layer = resolve_layer(model, "auto")
+    wl = np.zeros((2, model.spec.num_classes), np.float32)
+    wl[:, prep.target] = 1.0
+    started = time.perf_counter()
+    _, grad, acts = model.gradients(np.concatenate([prep.x, np.zeros_like(prep.x)]), wl, np.zeros_like(wl),
+                                    layer=layer)
+    prep.stats.model_s += time.perf_counter() - started
+    prep.stats.forward_passes += 2
+    g = _channels_first(grad, model, layer).astype(np.float64)
+    row = g[0].mean(axis=(1, 2))
+    if np.abs(g - row[None, :, None, None]).max() > 1e-4 * (np.abs(g).max() + 1e-30):
+        raise InputError(f"cam needs GlobalAveragePool + a fully connected layer after the feature layer "
+                         f"{layer!r}; the served model's gradient there varies over space or with the input "
+                         "(use --method grad-cam)")
+    return layer, row * g.shape[2] * g.shape[3], _channels_first(acts, model, layer)[0]
 
 
 UPSAMPLE_OPTION = Option("--output-upsampling", "output_upsampling",
