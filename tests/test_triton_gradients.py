@@ -65,6 +65,7 @@ def served(tmp_path_factory):
     for relu in ("standard", "guided", "deconv"):
         _export(repo, tiny, "tiny", "--relu", relu)
     _export(repo, tiny, "tiny", "--layer", "auto")
+    _export(repo, tiny, "tiny", "--dream-layer", "act")
     tanh_head = _conv_relu_gap(tmp_path_factory.mktemp("tanh") / "tanh.onnx", tanh_head=True)
     write_model(repo, tanh_head, "tanhhead", max_batch_size=4)
     _export(repo, tanh_head, "tanhhead", "--layer", "auto")
@@ -105,6 +106,11 @@ def test_every_gradient_method_equals_in_process(served, protocol):
     np.testing.assert_allclose(a.params["objective_end"], b.params["objective_end"], rtol=1e-4)
     assert a.params["objective_end"] != a.params["objective_start"]
     assert np.abs(a.map - b.map).max() <= 1.01 / 255  # uint8 pictures: at most one grey level apart
+    hidden = dict(dream, layer="act", channels=[3, 1])  # through the deployed tiny_dream__act
+    a, b = deep_dream(remote, None, **hidden), deep_dream(local, None, **hidden)
+    np.testing.assert_allclose(a.params["objective_end"], b.params["objective_end"], rtol=1e-4)
+    assert a.params["objective_end"][0] > a.params["objective_start"][0]
+    np.testing.assert_allclose(a.arrays["dreams"], b.arrays["dreams"], rtol=1e-4, atol=1e-4)
 
 
 def test_gradients_split_by_max_batch_size_and_keep_order(served):
@@ -135,6 +141,8 @@ def test_missing_gradient_model_fails_at_once_saying_how(served, tmp_path, capsy
         grad_cam(plain, _x(), 0)
     with pytest.raises(InputError, match=r"default feature layer.*export-gradients --triton-repo REPO --layer auto"):
         cam(plain, _x(), 0)
+    with pytest.raises(InputError, match=r"'plain_dream__act'.*export-gradients .*--name plain --dream-layer act"):
+        deep_dream(plain, None, layer="act", channels=[0])
     args = ["explain", COFFEE, "--method", "integrated-gradients", "--out", str(tmp_path / "o"),
             "--model", f"{served['server'].http_url}/plain"]
     assert main(args) == 2
@@ -177,6 +185,10 @@ def test_repository_layout_and_config(served):
                  'name: "gradient" data_type: TYPE_FP32 dims: [ 4, 8, 8 ]', 'name: "activations"'):
         assert line in cfg
     assert 'max_batch_size: 128' in (repo / "efficientnet_lite0_grad_standard" / "config.pbtxt").read_text()
+    dream = (repo / "tiny_dream__act" / "config.pbtxt").read_text()
+    for line in ('name: "logit_weights" data_type: TYPE_FP32 dims: [ 4 ]',
+                 'name: "explainer_layer_means" data_type: TYPE_FP32 dims: [ 4 ]', "layer_means"):
+        assert line in dream
     assert not (repo / "tiny_grad_standard" / "1" / "model.onnx").is_symlink()
     assert gradient_model_name("m", "/_swish_1/Clip", "guided") == "m_grad_guided__swish_1_Clip"
     long = sanitise_layer("x" * 300)
@@ -191,8 +203,14 @@ def test_export_command_errors(served, tmp_path, capsys):
     assert main(["export-gradients", "--model", tiny, "--triton-repo", str(tmp_path / "none")]) == 2
     assert main(["export-gradients", "--model", tiny, "--out", str(tmp_path / "g.onnx"), "--name", "x"]) == 2
     assert main(["export-gradients", "--model", tiny, "--triton-repo", str(tmp_path), "--layer", "zzz"]) == 2
+    assert main(["export-gradients", "--model", tiny, "--out", str(tmp_path / "g.onnx"), "--dream-layer", "act",
+                 "--relu", "guided"]) == 2
     err = capsys.readouterr().err
     assert "exactly one of --out FILE and --triton-repo REPO" in err and "no such folder" in err
+    assert "--dream-layer takes no --layer and no --relu" in err and not (tmp_path / "g.onnx").exists()
+    assert main(["export-gradients", "--model", tiny, "--out", str(tmp_path / "d.onnx"), "--dream-layer", "act"]) == 0
+    dream = onnx.load(str(tmp_path / "d.onnx"))
+    assert [o.name for o in dream.graph.output] == ["explainer_layer_means", "gradient"]
 
 
 def test_bundled_gradient_cli_over_grpc_equals_in_process(served, tmp_path):

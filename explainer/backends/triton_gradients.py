@@ -227,19 +227,20 @@ def gradients(model: Any, batch: np.ndarray, logit_weights: np.ndarray, probabil
     return outputs, gradient, activations
 
 
-def _send(model: Any, found: Deployed, part: np.ndarray, wl: np.ndarray,
-          wp: np.ndarray) -> tuple[np.ndarray, ...]:
+def _send(model: Any, found: Deployed, part: np.ndarray, wl: np.ndarray, wp: np.ndarray,
+          first: str | None = None) -> tuple[np.ndarray, ...]:
+    """One request: ``first`` (default the forward output; K values per input), gradient[, activations]."""
     n, fixed = part.shape[0], model.spec.fixed_batch_size
     if fixed and n < fixed:
         pad = [(0, fixed - n)]
         part = np.pad(part, pad + [(0, 0)] * 3)
         wl, wp = np.pad(wl, pad + [(0, 0)]), np.pad(wp, pad + [(0, 0)])
-    names = [model.spec.output_name, GRAD_OUTPUT] + ([ACTS_OUTPUT] if found.layer is not None else [])
+    names = [first or model.spec.output_name, GRAD_OUTPUT] + ([ACTS_OUTPUT] if found.layer is not None else [])
     feeds = [(model.spec.input_name, model._datatype, part), (WEIGHTS[0], "FP32", wl), (WEIGHTS[1], "FP32", wp)]
     got = model.pool.call(lambda rep: _infer(rep, found.name, feeds, names, _headers(model), model.timeout))
     rows = part.shape[0]
     for name, array in zip(names, got):
-        k_ok = name != names[0] or array.size == rows * model.spec.num_classes
+        k_ok = name != names[0] or array.size == rows * wl.shape[1]
         if array.ndim < 1 or array.shape[0] != rows or not k_ok:
             raise InputError(f"{model.endpoints[0]}: gradient model {found.name!r} returned {name!r} of shape "
                              f"{tuple(array.shape)} for {rows} inputs")

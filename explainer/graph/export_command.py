@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from onnx import helper
+
 from ..errors import InputError
 from .gradients import RELU_RULES, gradient_model
 from .triton_export import add_repo_options
@@ -20,18 +22,42 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--layer", help="differentiate with respect to this node or tensor (see `explainer inspect`); "
                                    "with --triton-repo also 'auto': Grad-CAM's default feature layer")
     p.add_argument("--relu", choices=RELU_RULES, default="standard", help="backward rule of ReLU layers")
-    add_repo_options(p, "gradient", "NAME_grad_RELU[__LAYER]")
+    p.add_argument("--dream-layer", metavar="LAYER",
+                   help="instead: the gradient of LAYER's per-channel spatial means (deep-dream on a hidden "
+                        "layer; with --triton-repo written as NAME_dream__LAYER)")
+    add_repo_options(p, "gradient", "NAME_grad_RELU[__LAYER] or NAME_dream__LAYER")
 
 
-def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: str = "standard") -> dict:
-    """Build the gradient model of ``model`` and write it to ``out`` atomically.
+def build(model: Path, layer: str | None, relu: str, dream_layer: str | None) -> Any:
+    """The gradient model of ``model`` (w.r.t. ``layer``), or of ``dream_layer``'s channel means."""
+    from ..backends.onnx_gradients import load_with_weights
+
+    forward = load_with_weights(Path(model))
+    if dream_layer is None:
+        return gradient_model(forward, layer=layer, relu=relu)
+    if layer is not None or relu != "standard":
+        raise InputError("--dream-layer takes no --layer and no --relu")
+    from .outputs import layer_means_model
+
+    proto = gradient_model(layer_means_model(forward, dream_layer))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    info = json.loads(meta["explainer.gradient"])
+    info.update(objective="layer_means", of=dream_layer)
+    meta["explainer.gradient"] = json.dumps(info)
+    del proto.metadata_props[:]
+    helper.set_model_props(proto, meta)
+    return proto
+
+
+def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: str = "standard",
+                     dream_layer: str | None = None) -> dict:
+    """Build the gradient model of ``model`` (see :func:`build`) and write it to ``out`` atomically.
 
     Returns
     -------
     dict
         ``out``, ``wrt`` (the differentiated tensor), ``relu`` and ``nodes``.
     """
-    from ..backends.onnx_gradients import load_with_weights
     from ..explanation import atomic_write_all
 
     out = Path(out)
@@ -41,7 +67,7 @@ def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: 
         raise InputError(f"--out {out}: folder {out.parent} does not exist")
     if out.exists() and out.resolve() == Path(model).resolve():
         raise InputError(f"--out {out} is the model itself; choose another file")
-    proto = gradient_model(load_with_weights(Path(model)), layer=layer, relu=relu)
+    proto = build(model, layer, relu, dream_layer)
     try:
         data = proto.SerializeToString()
     except ValueError as e:  # protobuf's 2 GiB limit
@@ -60,12 +86,12 @@ def cmd_export_gradients(args: argparse.Namespace) -> None:
     if args.triton_repo is None:
         if args.name or args.max_batch_size is not None:
             raise InputError("--name and --max-batch-size apply only with --triton-repo")
-        info = export_gradients(model, args.out, layer=args.layer, relu=args.relu)
+        info = export_gradients(model, args.out, layer=args.layer, relu=args.relu, dream_layer=args.dream_layer)
     else:
         from .triton_export import export_to_repo
 
         if args.max_batch_size is not None and args.max_batch_size < 1:
             raise InputError(f"--max-batch-size must be a positive integer, got {args.max_batch_size}")
         info = export_to_repo(model, args.triton_repo, name=args.name, layer=args.layer, relu=args.relu,
-                              max_batch_size=args.max_batch_size)
+                              max_batch_size=args.max_batch_size, dream_layer=args.dream_layer)
     print(json.dumps(info))

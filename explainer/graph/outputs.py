@@ -94,6 +94,14 @@ def layer_means_model(model: onnx.ModelProto, layer: str) -> onnx.ModelProto:
     del g.output[:]
     g.output.append(helper.make_tensor_value_info(MEANS_OUTPUT, elem_type, None))
     prune(g)
+    try:  # (N, C) where inference knows C: a deployed gradient model of it needs the size
+        inferred = onnx.shape_inference.infer_shapes(derived)
+        known = next((v for v in list(inferred.graph.value_info) + list(inferred.graph.output)
+                      if v.name == MEANS_OUTPUT and v.type.tensor_type.HasField("shape")), None)
+        if known is not None:
+            g.output[0].CopyFrom(known)
+    except Exception:  # noqa: BLE001 - inference is optional here (e.g. a model over 2 GiB)
+        pass
     kept = [p for p in derived.metadata_props if p.key not in ("explainer.labels", "explainer.output")]
     del derived.metadata_props[:]
     derived.metadata_props.extend(kept)

@@ -47,7 +47,8 @@ def _flag_default(proto: onnx.ModelProto, forward: onnx.ModelProto, layer: str |
 
 
 def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = None, layer: str | None = None,
-                   relu: str = "standard", max_batch_size: int | None = None) -> dict:
+                   relu: str = "standard", max_batch_size: int | None = None,
+                   dream_layer: str | None = None) -> dict:
     """Write the gradient model of ``model`` into the Triton repository ``repo``.
 
     The model goes to ``repo/<name>_grad_<relu>[__<layer>]/1/model.onnx`` (a file, not a
@@ -65,6 +66,9 @@ def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = No
         The forward model's name in the repository (default :func:`forward_name`).
     layer : str, optional
         A layer (see ``explainer inspect``), or "auto": Grad-CAM's default feature layer.
+    dream_layer : str, optional
+        Instead, the gradient of this layer's channel means, as ``<name>_dream__<layer>``
+        (deep-dream on a hidden layer, :mod:`explainer.backends.triton_dream`).
 
     Returns
     -------
@@ -72,15 +76,22 @@ def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = No
         ``model`` (the gradient model's name), ``folder``, ``wrt``, ``layer``, ``relu``, ``nodes``.
     """
     from ..backends.onnx_gradients import load_with_weights
+    from ..backends.triton_dream import dream_model_name
     from ..backends.triton_gradients import gradient_model_name
-    from ..explanation import atomic_write_all
-    from ..triton_repo import production_config
+    from .export_command import build
     from .gradients import gradient_model
     from .inspect import default_feature_layer
 
     repo, name = Path(repo), name or forward_name(model)
     if not repo.is_dir():
         raise InputError(f"--triton-repo {repo}: no such folder")
+    if dream_layer is not None:
+        proto, grad_name = build(Path(model), layer, relu, dream_layer), dream_model_name(name, dream_layer)
+        dims = next(i for i in proto.graph.input if i.name == "logit_weights").type.tensor_type.shape.dim
+        if len(dims) != 2 or dims[1].dim_value < 1:
+            raise InputError(f"--dream-layer {dream_layer}: its number of channels cannot be inferred, "
+                             "and Triton needs it")
+        return _write(repo, name, grad_name, proto, max_batch_size) | {"layer": dream_layer, "relu": relu}
     forward = load_with_weights(Path(model))
     if layer == "auto":
         layout = json.loads({p.key: p.value for p in forward.metadata_props}
@@ -91,7 +102,15 @@ def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = No
         layer = found.name
     proto = gradient_model(forward, layer=layer, relu=relu)
     _flag_default(proto, forward, layer)
-    grad_name = gradient_model_name(name, layer, relu)
+    return _write(repo, name, gradient_model_name(name, layer, relu), proto, max_batch_size) | \
+        {"layer": layer, "relu": relu}
+
+
+def _write(repo: Path, name: str, grad_name: str, proto: onnx.ModelProto, max_batch_size: int | None) -> dict:
+    """``repo/<grad_name>/1/model.onnx`` (a file) and its config.pbtxt; the model, folder, wrt and nodes."""
+    from ..explanation import atomic_write_all
+    from ..triton_repo import production_config
+
     folder = repo / grad_name
     (folder / "1").mkdir(parents=True, exist_ok=True)
     target = folder / "1" / "model.onnx"
@@ -101,8 +120,7 @@ def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = No
     config = production_config(target, grad_name, max_batch_size=max_batch_size or _forward_batch_size(repo, name))
     atomic_write_all({folder / "config.pbtxt": config.encode("utf-8")})
     info = json.loads(next(p.value for p in proto.metadata_props if p.key == "explainer.gradient"))
-    return {"model": grad_name, "folder": str(folder), "wrt": info["wrt"], "layer": layer, "relu": relu,
-            "nodes": len(proto.graph.node)}
+    return {"model": grad_name, "folder": str(folder), "wrt": info["wrt"], "nodes": len(proto.graph.node)}
 
 
 def _layer_records(proto: onnx.ModelProto, layers: list[str]) -> list[dict]:

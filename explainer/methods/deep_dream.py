@@ -129,7 +129,7 @@ def deep_dream(model: Model, image: Any = None, target: int | str | None = None,
 
     Parameters
     ----------
-    model : GradientModel (an ONNX file in-process for hidden layers)
+    model : GradientModel (on Triton, a hidden layer needs its deployed `M_dream__<layer>`)
     image : ignored (a global method; the CLI passes None)
     target : int, str or None
         With ``layer="output"`` and ``channels="auto"``: the class to dream.

@@ -3,7 +3,8 @@
 A hidden layer's objective comes from a derived model whose output is the (N, C)
 per-channel spatial mean of the layer (``graph.outputs.layer_means_model``); its
 gradient model, with a one-hot ``logit_weights`` row per image, gives
-d mean(channel c) / d input.
+d mean(channel c) / d input. In-process it is built from the ONNX file; on Triton it is
+the deployed ``M_dream__<layer>`` (``backends.triton_dream``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,19 @@ def _proto(model: Model) -> Any:
     return load_with_weights(Path(path))
 
 
+def _served(model: Model) -> bool:
+    """A Triton endpoint (no ONNX file): its layer-means gradient models are deployed."""
+    return callable(getattr(model, "default_feature_layer", None))
+
+
 def channel_count(model: Model, layer: str) -> int:
-    """C, the channels of ``layer``'s tensor (N, C, ...) by shape inference."""
+    """C, the channels of ``layer``'s tensor (N, C, ...) by shape inference (or the deployed model)."""
     from ..graph.inspect import layers
 
+    if _served(model):
+        from ..backends.triton_dream import deployed_dream
+
+        return deployed_dream(model, layer)[1]
     proto = _proto(model)
     tensor = resolve_tensor(proto, layer)
     shape = next((lay.shape for lay in layers(proto) if lay.output == tensor), None)
@@ -63,8 +73,10 @@ def _session(model: Model, layer: str) -> Any:
 
 def layer_objective(model: Model, layer: str, channels: Sequence[int], stats: dict) -> Objective:
     """Objective of image i = spatial mean of channel ``channels[i]`` of ``layer``."""
-    session = _session(model, layer)
     count = channel_count(model, layer)
+    if _served(model):
+        return _served_objective(model, layer, channels, count, stats)
+    session = _session(model, layer)
     spec = model.spec
     step = spec.fixed_batch_size or len(channels)
 
@@ -85,6 +97,24 @@ def layer_objective(model: Model, layer: str, channels: Sequence[int], stats: di
             values.append(np.asarray(means, np.float64).reshape(n + pad, -1)[np.arange(n), channels[s]])
         stats["evaluations"] += len(batch)
         return np.concatenate(values), np.concatenate(grads)
+
+    return run
+
+
+def _served_objective(model: Model, layer: str, channels: Sequence[int], count: int, stats: dict) -> Objective:
+    """As :func:`layer_objective`, through the layer-means gradient model deployed on Triton."""
+    from ..backends.triton_dream import layer_mean_gradients
+
+    picked = np.asarray(channels)
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        weights = np.zeros((len(batch), count), np.float32)
+        weights[np.arange(len(batch)), picked] = 1.0
+        started = time.perf_counter()
+        means, grad = layer_mean_gradients(model, batch, weights, layer)
+        stats["model_s"] += time.perf_counter() - started
+        stats["evaluations"] += len(batch)
+        return np.asarray(means, np.float64)[np.arange(len(batch)), picked], grad
 
     return run
 

@@ -1,0 +1,97 @@
+"""Deep dream on a hidden layer over Triton: a layer-means gradient model deployed next to the forward model.
+
+``explainer export-gradients --triton-repo REPO --dream-layer LAYER`` writes
+``M_dream__<layer>``: the gradient model (:mod:`explainer.graph.gradients`) of the model
+whose output is LAYER's per-channel spatial mean (``graph.outputs.layer_means_model``).
+Its inputs are the image input, ``logit_weights`` and ``probability_weights`` (N, C), C
+the layer's channels; its outputs the means (N, C) and ``gradient``. Its config parameter
+``explainer.gradient`` records ``objective: "layer_means"`` and the layer. Requests go
+through the forward model's replica pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..graph.outputs import MEANS_OUTPUT
+from .base import batch_slices, to_layout
+from .triton_gradients import GRAD_OUTPUT, WEIGHTS, Deployed, _config, _headers, _parse, _send, sanitise_layer
+from .triton_transport import request_step
+
+
+def dream_model_name(forward: str, layer: str) -> str:
+    """The conventional name of ``forward``'s layer-means gradient model for ``layer``."""
+    return f"{forward}_dream__{sanitise_layer(layer)}"
+
+
+def _missing(model: Any, name: str, layer: str) -> InputError:
+    forward = model.endpoints[0].model
+    return InputError(
+        f"{model.endpoints[0]}: deep-dream on layer {layer!r} needs the model {name!r} deployed next to "
+        f"{forward!r}, and the server has none; export it with `explainer export-gradients --model "
+        f"{forward}.onnx --triton-repo REPO --name {forward} --dream-layer {layer}`, then load it on the "
+        f"server, or run the ONNX file in-process")
+
+
+def deployed_dream(model: Any, layer: str) -> tuple[Deployed, int]:
+    """The deployed layer-means gradient model of ``layer`` and the layer's channel count (cached).
+
+    Raises
+    ------
+    InputError
+        At once when it is not deployed (naming it and the command that makes it), or
+        when the deployed model is not a layer-means gradient model of ``layer``.
+    """
+    cache = model.__dict__.setdefault("_dream_models", {})
+    if layer not in cache:
+        name = dream_model_name(model.endpoints[0].model, layer)
+        if not model.pool.call(lambda rep: rep.client().is_model_ready(name, headers=_headers(model))):
+            raise _missing(model, name, layer)
+        config = _config(model, name)
+        found = _parse(name, config)
+        info = {k: str(v.get("string_value", "")) for k, v in (config.get("parameters") or {}).items()}
+        ins = {i.get("name"): i for i in config.get("input") or []}
+        outs = {o.get("name") for o in config.get("output") or []}
+        if '"layer_means"' not in info.get("explainer.gradient", "") or not {MEANS_OUTPUT, GRAD_OUTPUT} <= outs \
+                or not {model.spec.input_name, *WEIGHTS} <= set(ins):
+            raise InputError(f"Triton model {name!r} is not a layer-means gradient model (expected inputs "
+                             f"{sorted({model.spec.input_name, *WEIGHTS})}, outputs {[MEANS_OUTPUT, GRAD_OUTPUT]})")
+        dims = [int(d) for d in ins[WEIGHTS[0]].get("dims", [])]
+        if len(dims) != 1 or dims[0] < 1:
+            raise InputError(f"Triton model {name!r}: logit_weights dims {dims}, expected [channels]")
+        cache[layer] = (found, dims[0])
+    return cache[layer]
+
+
+def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
+                         layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Channel means of ``layer`` and the gradient of sum(weights * means) w.r.t. the input.
+
+    Parameters
+    ----------
+    model : TritonModel
+    batch : (N, C, H, W) float32 ndarray (NCHW whatever the model's layout)
+    weights : (N, K) float32 ndarray, K the layer's channels
+
+    Returns
+    -------
+    means : (N, K) float32 ndarray
+    gradient : (N, C, H, W) float32 ndarray
+    """
+    found, count = deployed_dream(model, layer)
+    n = batch.shape[0]
+    if weights.shape != (n, count):
+        raise InputError(f"channel weights must have shape ({n}, {count}), got {weights.shape}")
+    data = to_layout(np.asarray(batch, dtype=model._dtype), model.spec.preprocessing.layout)
+    wl = np.ascontiguousarray(weights, dtype=np.float32)
+    wp = np.zeros_like(wl)
+    step = request_step(n, data[:1].nbytes * 2, found.max_batch_size, model.spec.fixed_batch_size)
+    results = model.run_parts(lambda s: _send(model, found, data[s], wl[s], wp[s], first=MEANS_OUTPUT),
+                              batch_slices(n, step))
+    means, gradient = (np.concatenate([r[i] for r in results]) for i in (0, 1))
+    if model.spec.preprocessing.layout == "NHWC":
+        gradient = np.ascontiguousarray(gradient.transpose(0, 3, 1, 2))
+    return means, gradient
