@@ -11,6 +11,7 @@ through the forward model's replica pool.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -52,10 +53,10 @@ def deployed_dream(model: Any, layer: str) -> tuple[Deployed, int]:
             raise _missing(model, name, layer)
         config = _config(model, name)
         found = _parse(name, config)
-        info = {k: str(v.get("string_value", "")) for k, v in (config.get("parameters") or {}).items()}
+        info = json.loads(config["parameters"]["explainer.gradient"]["string_value"])  # _parse read it
         ins = {i.get("name"): i for i in config.get("input") or []}
         outs = {o.get("name") for o in config.get("output") or []}
-        if '"layer_means"' not in info.get("explainer.gradient", "") or not {MEANS_OUTPUT, GRAD_OUTPUT} <= outs \
+        if info.get("objective") != "layer_means" or not {MEANS_OUTPUT, GRAD_OUTPUT} <= outs \
                 or not {model.spec.input_name, *WEIGHTS} <= set(ins):
             raise InputError(f"Triton model {name!r} is not a layer-means gradient model (expected inputs "
                              f"{sorted({model.spec.input_name, *WEIGHTS})}, outputs {[MEANS_OUTPUT, GRAD_OUTPUT]})")
