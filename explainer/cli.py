@@ -145,10 +145,19 @@ def cmd_classify(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     model = _load(args)
     spec = model.spec
-    remote = model.backend == "triton"  # a served model: no graph to read
+    remote = model.backend == "triton"  # a served model: no graph, but the deployed companion models
     proto = None if remote else read_onnx(spec.source, max_bytes=args.max_model_bytes)
     all_layers = [] if remote else layers(proto)
     feature = None if remote else default_feature_layer(proto, spec.preprocessing.layout)
+    deployed = None
+    if remote:
+        from .backends.triton_inventory import companions
+
+        deployed = companions(model)
+        default = next((c["layers"][0] for c in deployed if c.get("default_layer") and c["layers"]), None)
+        feature = argparse.Namespace(name=default) if default else None
+        named = dict.fromkeys(layer for c in deployed for layer in c["layers"])
+        all_layers = [argparse.Namespace(name=n, op_type=None, output=None, shape=None) for n in named]
     info = {
         "model": spec.source, "sha256": spec.sha256, "backend": model.backend,
         "input": {"name": spec.input_name, "shape_nchw": list(spec.input_shape),
@@ -160,15 +169,20 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         "layers": [{"name": lay.name, "op": lay.op_type, "output": lay.output,
                     "shape": list(lay.shape) if lay.shape is not None else None} for lay in all_layers],
     }
+    if deployed is not None:
+        info["deployed"] = deployed
     if args.json:
         print(json.dumps(info, indent=2))
         return
     for key in ("model", "sha256", "input", "output", "preprocessing", "preprocessing_source",
                 "default_feature_layer"):
         print(f"{key}: {info[key]}")
-    print(f"layers ({len(all_layers)}):")
+    print(f"layers ({len(all_layers)}{', through the deployed models below' if remote else ''}):")
     for lay in info["layers"]:
-        print(f"  {lay['name']:40s} {lay['op']:20s} {lay['shape']}")
+        print(f"  {lay['name']:40s} {lay['op'] or '':20s} {lay['shape'] or ''}")
+    for c in deployed or []:
+        print(f"deployed: {c['model']} ({c['kind']}{', relu ' + c['relu'] if 'relu' in c else ''})"
+              f"{': ' + ', '.join(c['layers']) if c['layers'] else ''}")
 
 
 def cmd_explain(args: argparse.Namespace) -> None:

@@ -223,3 +223,18 @@ def test_bundled_gradient_cli_over_grpc_equals_in_process(served, tmp_path):
         assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
     meta = json.loads((tmp_path / "remote" / "coffee.gradient.json").read_text())
     assert meta["target"] == 967 and meta["backend"].startswith("triton (grpc://")
+
+
+def test_inspect_lists_the_deployed_companion_models(served, capsys):
+    """inspect on an endpoint: the layers reachable through the models deployed next to it."""
+    assert main(["inspect", "--model", f"{served['server'].grpc_url}/tiny", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["default_feature_layer"] == "act" and [lay["name"] for lay in info["layers"]] == ["act"]
+    found = {c["model"]: c for c in info["deployed"]}
+    assert sorted(found) == ["tiny_dream__act", "tiny_grad_deconv", "tiny_grad_guided", "tiny_grad_standard",
+                             "tiny_grad_standard__act"]
+    assert found["tiny_dream__act"] == {"model": "tiny_dream__act", "kind": "dream", "layers": ["act"]}
+    assert found["tiny_grad_standard__act"]["default_layer"] and found["tiny_grad_guided"]["relu"] == "guided"
+    assert main(["inspect", "--model", f"{served['server'].http_url}/plain"]) == 0
+    out = capsys.readouterr().out
+    assert "layers (0, through the deployed models below)" in out and "deployed:" not in out
