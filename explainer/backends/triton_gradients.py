@@ -138,20 +138,23 @@ def deployed(model: Any, layer: str | None, relu: str) -> Deployed:
     return cache[key]
 
 
-def _layer_models(model: Any, relu: str) -> list[tuple[str, Deployed]]:
-    """The ready ``M_grad_<relu>__*`` models on the server (repository index) and what they compute."""
-    prefix = gradient_model_name(model.endpoints[0].model, None, relu) + "__"
-
+def ready_models(model: Any) -> list[str]:
+    """The names of the ready models in the server's repository index, sorted."""
     def index(rep: Any) -> list[str]:
         client = rep.client()
         if rep.endpoint.protocol == "grpc":
             got = client.get_model_repository_index(headers=_headers(model), as_json=True).get("models", [])
         else:
             got = client.get_model_repository_index(headers=_headers(model))
-        return sorted({m["name"] for m in got if m.get("name", "").startswith(prefix)
-                       and m.get("state", "READY") == "READY"})
+        return sorted({m["name"] for m in got if m.get("name") and m.get("state", "READY") == "READY"})
 
-    return [(name, _parse(name, _config(model, name))) for name in model.pool.call(index)]
+    return model.pool.call(index)
+
+
+def _layer_models(model: Any, relu: str) -> list[tuple[str, Deployed]]:
+    """The ready ``M_grad_<relu>__*`` models on the server (repository index) and what they compute."""
+    prefix = gradient_model_name(model.endpoints[0].model, None, relu) + "__"
+    return [(name, _parse(name, _config(model, name))) for name in ready_models(model) if name.startswith(prefix)]
 
 
 def default_feature_layer(model: Any, relu: str = "standard") -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .triton_gradients import _config, _headers
+from .triton_gradients import _config, ready_models
 
 
 def companions(model: Any) -> list[dict[str, Any]]:
@@ -28,16 +28,8 @@ def companions(model: Any) -> list[dict[str, Any]]:
     forward = model.endpoints[0].model
     kinds = ((f"{forward}_grad_", "gradient"), (f"{forward}_dream__", "dream"), (f"{forward}_layers", "layers"))
 
-    def index(rep: Any) -> list[str]:
-        client = rep.client()
-        if rep.endpoint.protocol == "grpc":
-            got = client.get_model_repository_index(headers=_headers(model), as_json=True).get("models", [])
-        else:
-            got = client.get_model_repository_index(headers=_headers(model))
-        return sorted({m["name"] for m in got if m.get("state", "READY") == "READY"})
-
     found = []
-    for name in model.pool.call(index):
+    for name in ready_models(model):
         kind = next((k for prefix, k in kinds if name.startswith(prefix)), None)
         if kind is None or (kind == "layers" and name != f"{forward}_layers"):
             continue
