@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import onnx
 from onnx import helper
 
 from ..errors import InputError
@@ -28,7 +29,7 @@ def add_parser(sub: Any) -> None:
     add_repo_options(p, "gradient", "NAME_grad_RELU[__LAYER] or NAME_dream__LAYER")
 
 
-def build(model: Path, layer: str | None, relu: str, dream_layer: str | None) -> Any:
+def build(model: Path, layer: str | None, relu: str, dream_layer: str | None) -> onnx.ModelProto:
     """The gradient model of ``model`` (w.r.t. ``layer``), or of ``dream_layer``'s channel means."""
     from ..backends.onnx_gradients import load_with_weights
 
