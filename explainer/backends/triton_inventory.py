@@ -39,6 +39,8 @@ def companions(model: Any) -> list[dict[str, Any]]:
             info = json.loads(params.get("explainer.layers" if kind == "layers" else "explainer.gradient", ""))
         except ValueError:
             continue  # a model of that name that no export command wrote
+        if not isinstance(info, dict):
+            continue
         if kind == "layers":
             entry = {"layers": [str(r.get("layer") or r.get("tensor")) for r in info.get("layers", [])]}
         elif kind == "dream":
