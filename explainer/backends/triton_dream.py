@@ -18,9 +18,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..graph.outputs import MEANS_OUTPUT
-from .base import batch_slices, to_layout
-from .triton_gradients import GRAD_OUTPUT, WEIGHTS, Deployed, _config, _headers, _parse, _send, sanitise_layer
-from .triton_transport import request_step
+from .triton_gradients import (GRAD_OUTPUT, WEIGHTS, Deployed, _config, _headers, _parse, request,
+                               sanitise_layer)
 
 
 def dream_model_name(forward: str, layer: str) -> str:
@@ -86,13 +85,8 @@ def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
     n = batch.shape[0]
     if weights.shape != (n, count):
         raise InputError(f"channel weights must have shape ({n}, {count}), got {weights.shape}")
-    data = to_layout(np.asarray(batch, dtype=model._dtype), model.spec.preprocessing.layout)
     wl = np.ascontiguousarray(weights, dtype=np.float32)
-    wp = np.zeros_like(wl)
-    step = request_step(n, data[:1].nbytes * 2, found.max_batch_size, model.spec.fixed_batch_size)
-    results = model.run_parts(lambda s: _send(model, found, data[s], wl[s], wp[s], first=MEANS_OUTPUT),
-                              batch_slices(n, step))
-    means, gradient = (np.concatenate([r[i] for r in results]) for i in (0, 1))
+    means, gradient = request(model, found, batch, wl, np.zeros_like(wl), first=MEANS_OUTPUT)
     if model.spec.preprocessing.layout == "NHWC":
         gradient = np.ascontiguousarray(gradient.transpose(0, 3, 1, 2))
     return means, gradient

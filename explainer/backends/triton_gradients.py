@@ -216,18 +216,25 @@ def gradients(model: Any, batch: np.ndarray, logit_weights: np.ndarray, probabil
     wp = _weights(probability_weights, n, k, "probability_weights")
     if n == 0:
         raise InputError("batch is empty")
-    found = deployed(model, layer, relu)
-    data = to_layout(np.asarray(batch, dtype=model._dtype), model.spec.preprocessing.layout)
-    fixed = model.spec.fixed_batch_size
-    step = request_step(n, data[:1].nbytes * 2, found.max_batch_size, fixed)
-    parts = batch_slices(n, step)
-    send = lambda s: _send(model, found, data[s], wl[s], wp[s])  # noqa: E731
-    results = model.run_parts(send, parts)
-    outputs, gradient = (np.concatenate([r[i] for r in results]) for i in (0, 1))
+    outputs, gradient, *acts = request(model, deployed(model, layer, relu), batch, wl, wp)
     if layer is None and model.spec.preprocessing.layout == "NHWC":
         gradient = np.ascontiguousarray(gradient.transpose(0, 3, 1, 2))
-    activations = np.concatenate([r[2] for r in results]) if layer is not None else None
-    return outputs, gradient, activations
+    return outputs, gradient, (acts[0] if acts else None)
+
+
+def request(model: Any, found: Deployed, batch: np.ndarray, wl: np.ndarray, wp: np.ndarray,
+            first: str | None = None) -> list[np.ndarray]:
+    """Run a deployed gradient model on an (N, C, H, W) batch, split by its ``max_batch_size``
+    and a 32 MiB request size, the parts concurrently through the replica pool.
+
+    Returns its outputs, concatenated in order: ``first`` (default the forward output),
+    ``gradient`` (as served) and, for a layer model, ``activations``.
+    """
+    data = to_layout(np.asarray(batch, dtype=model._dtype), model.spec.preprocessing.layout)
+    step = request_step(len(data), data[:1].nbytes * 2, found.max_batch_size, model.spec.fixed_batch_size)
+    results = model.run_parts(lambda s: _send(model, found, data[s], wl[s], wp[s], first),
+                              batch_slices(len(data), step))
+    return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
 
 
 def _send(model: Any, found: Deployed, part: np.ndarray, wl: np.ndarray, wp: np.ndarray,

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from onnx import helper
 
 from ..errors import InputError
-from .gradients import RELU_RULES, gradient_model
+from .gradients import RELU_RULES, gradient_info, gradient_model
 from .triton_export import add_repo_options
 
 
@@ -41,12 +40,7 @@ def build(model: Path, layer: str | None, relu: str, dream_layer: str | None) ->
     from .outputs import layer_means_model
 
     proto = gradient_model(layer_means_model(forward, dream_layer))
-    meta = {p.key: p.value for p in proto.metadata_props}
-    info = json.loads(meta["explainer.gradient"])
-    info.update(objective="layer_means", of=dream_layer)
-    meta["explainer.gradient"] = json.dumps(info)
-    del proto.metadata_props[:]
-    helper.set_model_props(proto, meta)
+    gradient_info(proto, objective="layer_means", of=dream_layer)
     return proto
 
 
@@ -74,8 +68,7 @@ def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: 
     except ValueError as e:  # protobuf's 2 GiB limit
         raise InputError(f"the gradient model cannot be serialised ({e})") from None
     atomic_write_all({out: data})
-    meta = json.loads(next(p.value for p in proto.metadata_props if p.key == "explainer.gradient"))
-    return {"out": str(out), "wrt": meta["wrt"], "relu": relu, "nodes": len(proto.graph.node)}
+    return {"out": str(out), "wrt": gradient_info(proto)["wrt"], "relu": relu, "nodes": len(proto.graph.node)}
 
 
 def cmd_export_gradients(args: argparse.Namespace) -> None:

@@ -87,6 +87,18 @@ def gradient_model(proto: onnx.ModelProto, *, layer: str | None = None,
     return result
 
 
+def gradient_info(proto: onnx.ModelProto, **fields) -> dict:
+    """The ``explainer.gradient`` record of a gradient model, after adding ``fields`` to it."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    info = json.loads(meta["explainer.gradient"])
+    if fields:
+        info.update(fields)
+        meta["explainer.gradient"] = json.dumps(info)
+        del proto.metadata_props[:]
+        helper.set_model_props(proto, meta)
+    return info
+
+
 def _at_least_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if version >= MIN_OPSET:

@@ -33,17 +33,14 @@ def _forward_batch_size(repo: Path, name: str) -> int:
 
 def _flag_default(proto: onnx.ModelProto, forward: onnx.ModelProto, layer: str | None) -> None:
     """Record in ``explainer.gradient`` whether ``layer`` is the forward model's default feature layer."""
+    from .gradients import gradient_info
     from .inspect import default_feature_layer
 
-    meta = {p.key: p.value for p in proto.metadata_props}
-    info = json.loads(meta["explainer.gradient"])
     if layer is not None:
+        meta = {p.key: p.value for p in proto.metadata_props}
         layout = json.loads(meta.get("explainer.preprocessing", "{}")).get("layout", "NCHW")
         found = default_feature_layer(forward, layout)
-        info["default_layer"] = found is not None and layer in (found.name, found.output)
-    meta["explainer.gradient"] = json.dumps(info)
-    del proto.metadata_props[:]
-    helper.set_model_props(proto, meta)
+        gradient_info(proto, default_layer=found is not None and layer in (found.name, found.output))
 
 
 def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = None, layer: str | None = None,
@@ -110,6 +107,7 @@ def _write(repo: Path, name: str, grad_name: str, proto: onnx.ModelProto, max_ba
     """``repo/<grad_name>/1/model.onnx`` (a file) and its config.pbtxt; the model, folder, wrt and nodes."""
     from ..explanation import atomic_write_all
     from ..triton_repo import production_config
+    from .gradients import gradient_info
 
     folder = repo / grad_name
     (folder / "1").mkdir(parents=True, exist_ok=True)
@@ -119,8 +117,8 @@ def _write(repo: Path, name: str, grad_name: str, proto: onnx.ModelProto, max_ba
     atomic_write_all({target: proto.SerializeToString()})
     config = production_config(target, grad_name, max_batch_size=max_batch_size or _forward_batch_size(repo, name))
     atomic_write_all({folder / "config.pbtxt": config.encode("utf-8")})
-    info = json.loads(next(p.value for p in proto.metadata_props if p.key == "explainer.gradient"))
-    return {"model": grad_name, "folder": str(folder), "wrt": info["wrt"], "nodes": len(proto.graph.node)}
+    return {"model": grad_name, "folder": str(folder), "wrt": gradient_info(proto)["wrt"],
+            "nodes": len(proto.graph.node)}
 
 
 def _layer_records(proto: onnx.ModelProto, layers: list[str]) -> list[dict]:
