@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -220,10 +221,16 @@ COMMANDS["export-gradients"] = cmd_export_gradients
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; errors print one line on stderr and return 2."""
+    """Run the command; errors print one line on stderr and return 2.
+
+    Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
+    ...) are not shown: the user sees the result or one line that names the problem.
+    """
     try:
-        args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            args = build_parser().parse_args(argv)
+            COMMANDS[args.command](args)
         return 0
     except InputError as e:
         print(f"explainer: error: {e}", file=sys.stderr)

@@ -38,6 +38,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: no such image file")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a corrupt EXIF block: the image is read or refused
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=FORMATS) as im:
                 im.seek(0)

@@ -2,6 +2,7 @@
 
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -15,8 +16,11 @@ LIMIT_S = 30
 
 def _run(capsys, args):
     t0 = time.perf_counter()
-    code = main(args)
+    with warnings.catch_warnings(record=True) as caught:  # a warning would be a second stderr line
+        warnings.simplefilter("always")
+        code = main(args)
     elapsed = time.perf_counter() - t0
+    assert not caught, [f"{w.category.__name__}: {w.message}" for w in caught]
     out = capsys.readouterr()
     assert elapsed < LIMIT_S, f"{args} took {elapsed:.1f} s"
     assert "Traceback" not in out.err and "internal error" not in out.err, out.err
