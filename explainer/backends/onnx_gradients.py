@@ -10,7 +10,8 @@ import onnx
 
 from ..errors import InputError
 from ..graph.gradients import gradient_model
-from .base import batch_slices, to_layout
+from .base import to_layout
+from .cpu_parallel import SessionSet, cpu_cores, plan, sample_bytes
 from .onnx_safety import load_checked
 
 
@@ -24,19 +25,20 @@ def load_with_weights(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def gradient_session(model: Any, layer: str | None, relu: str) -> Any:
-    """The ORT session of ``model``'s gradient model for (layer, relu), built on first use."""
-    import onnxruntime as ort
-
+def gradient_session(model: Any, layer: str | None, relu: str) -> SessionSet:
+    """The sessions of ``model``'s gradient model for (layer, relu); the model is built on first use."""
     cache = model.__dict__.setdefault("_gradient_sessions", {})
     key = (layer, relu)
     if key not in cache:
-        proto = gradient_model(load_with_weights(model.path), layer=layer, relu=relu)
+        proto = load_with_weights(model.path)
+        sessions = SessionSet(gradient_model(proto, layer=layer, relu=relu).SerializeToString(), model.providers,
+                              sample_bytes(proto))
         try:
-            cache[key] = ort.InferenceSession(proto.SerializeToString(), providers=model.providers)
+            sessions.get(0)
         except Exception as e:
             reason = str(e).splitlines()[0][:200]
             raise InputError(f"{model.path}: ONNX Runtime cannot load the gradient model ({reason})") from None
+        cache[key] = sessions
     return cache[key]
 
 
@@ -75,9 +77,14 @@ def gradients(model: Any, batch: np.ndarray, logit_weights: np.ndarray, probabil
     n, k = batch.shape[0], model.spec.num_classes
     wl = _weights(logit_weights, n, k, "logit_weights")
     wp = _weights(probability_weights, n, k, "probability_weights")
-    session = gradient_session(model, layer, relu)
-    step = model.spec.fixed_batch_size or n or 1
-    parts = [_run(model, session, batch[s], wl[s], wp[s], layer) for s in batch_slices(n, step)]
+    sessions = gradient_session(model, layer, relu)
+    fixed = model.spec.fixed_batch_size
+    if model.providers[0] == "CPUExecutionProvider":
+        chunk, workers, threads = plan(n, sessions.sample_bytes, cpu_cores(), fixed)
+    else:
+        chunk, workers, threads = fixed or n or 1, 1, 0
+    parts = sessions.run_pieces(n, lambda session, s: _run(model, session, batch[s], wl[s], wp[s], layer),
+                                chunk, workers, threads)
     if not parts:
         raise InputError("batch is empty")
     outputs = np.concatenate([p[0] for p in parts])
