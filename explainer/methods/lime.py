@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from sklearn.tree import DecisionTreeRegressor
 
 from ..backends.base import Model, scores
 from ..errors import InputError
@@ -126,6 +125,8 @@ def fit_surrogate(z: np.ndarray, y: np.ndarray, weights: np.ndarray, model_type:
         s = np.sqrt(weights)[:, None]
         coef = np.linalg.lstsq(a * s, y * s[:, 0], rcond=None)[0]
         return coef[1:]
+    from sklearn.tree import DecisionTreeRegressor  # imported here: about 1 s at start-up
+
     tree = DecisionTreeRegressor(min_samples_split=10, random_state=seed)
     tree.fit(zf, y, sample_weight=weights)
     return tree.feature_importances_.astype(np.float64)
