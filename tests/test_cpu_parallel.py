@@ -5,7 +5,7 @@ import pytest
 
 import explainer
 from explainer.backends import cpu_parallel, onnx_gradients
-from explainer.backends.cpu_parallel import SessionSet, plan, sample_bytes
+from explainer.backends.cpu_parallel import SessionSet, cpu_cores, plan, quota_cores, sample_bytes
 from grad_check import weights
 from tiny import linear_classifier
 
@@ -25,6 +25,14 @@ def test_plan(n, per_sample, cores, fixed, expected):
     assert plan(n, per_sample, cores, fixed) == expected
     chunk, workers, _ = expected
     assert workers <= -(-n // chunk)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000", 1), ("50000 100000", 1),
+    ("", None), ("garbage", None), ("x 100000", None), ("0 100000", None)])
+def test_cgroup_quota_caps_the_cores(text, expected):
+    assert quota_cores(text) == expected
+    assert 1 <= cpu_cores()
 
 
 def test_sample_bytes_counts_each_intermediate_tensor_per_sample(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -27,11 +28,28 @@ _ITEM_BYTES = {onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8}
 
 
 def cpu_cores() -> int:
-    """The CPUs this process may run on."""
+    """The CPUs this process may run on: its affinity, capped by a cgroup v2 CPU quota."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota = quota_cores(Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii"))
+    except (OSError, UnicodeDecodeError):
+        quota = None
+    return max(1, min(cores, quota or cores))
+
+
+def quota_cores(cpu_max: str) -> int | None:
+    """Whole CPUs allowed by a cgroup v2 ``cpu.max`` line ("QUOTA PERIOD" or "max PERIOD"), at least 1."""
+    parts = cpu_max.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    return max(1, quota // period) if quota > 0 and period > 0 else None
 
 
 def sample_bytes(proto: onnx.ModelProto) -> int:
