@@ -110,7 +110,7 @@ def main() -> int:
 
     model = explainer.load_model()
     inp = load_input(model, IMAGE)
-    x, pixels = inp.x, inp.pixels
+    pixels = inp.pixels
     print("1. peak throughput", flush=True)
     R = peak_throughput(model.session, model.spec.input_name, args.min_s, args.rounds)
     r_best = max(R.values())
@@ -161,7 +161,7 @@ def main() -> int:
              f"lime {getattr(lime_pkg, '__version__', '0.2.0.1')}, numpy {np.__version__}",
              f"- Image coffee.png, target {target} ({model.spec.labels[target]}), mini-batch {MINI_BATCH}; "
              "reproduce: `.venv-export/bin/python benchmarks/bench_lime.py`",
-             f"- R (plain session.run, images/s): " + ", ".join(f"b={b}: {v:.1f}" for b, v in R.items())
+             "- R (plain session.run, images/s): " + ", ".join(f"b={b}: {v:.1f}" for b, v in R.items())
              + f"; R_best = {r_best:.1f}\n",
              "| run | forward passes | wall s | efficiency (passes / R_best / wall) |", "|---|---|---|---|"]
     lines += [f"| {n} | {p} | {w:.2f} | {e:.3f} |" for n, p, w, e in rows]

@@ -115,7 +115,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
-    from .backends.triton_transport import Tls
+    from .backends.triton_endpoints import Tls
 
     files = (args.tls_ca_cert, args.tls_client_cert, args.tls_client_key)
     tls = Tls(*files, insecure=args.tls_insecure) if any(files) or args.tls_insecure else None

@@ -5,7 +5,6 @@ import time
 import warnings
 
 import numpy as np
-import pytest
 
 from explainer.cli import main
 from hostile import image_corpus, onnx_corpus

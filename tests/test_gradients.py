@@ -6,14 +6,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import explainer
 from explainer.api import BUNDLED_MODEL
 from explainer.cli import main
 from explainer.errors import InputError
 from explainer.graph.gradients import gradient_model
-from grad_check import build, finite_differences, reference, rel_err, run_ort, score, to_double, weights
+from grad_check import build, reference, rel_err, run_ort, score, to_double, weights
 from tiny import linear_classifier
 
 N = helper.make_node

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import explainer
-from explainer.backends.triton_transport import TritonError, headers_dict, parse_endpoints
+from explainer.backends.triton_endpoints import headers_dict, parse_endpoints
+from explainer.backends.triton_transport import TritonError
 from explainer.cli import main
 from explainer.triton_repo import python_backend_repo, write_model
 from explainer.triton_server import PROJECT, LocalTritonServer, free_port
@@ -199,7 +200,7 @@ def test_grpcs_with_a_ca_certificate(tmp_path, tiny_onnx):
     import shutil
     import subprocess
 
-    from explainer.backends.triton_transport import Tls
+    from explainer.backends.triton_endpoints import Tls
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"

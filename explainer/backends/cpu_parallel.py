@@ -12,6 +12,7 @@ the plan beyond float rounding.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,8 +28,9 @@ MAX_WORKERS = 8
 _ITEM_BYTES = {onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8}
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_cores() -> int:
-    """The CPUs this process may run on: its affinity, capped by a cgroup v2 CPU quota."""
+    """The CPUs this process may run on: its affinity, capped by a cgroup v2 CPU quota (read once)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

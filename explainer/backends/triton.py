@@ -12,8 +12,8 @@ import numpy as np
 from ..errors import InputError
 from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
 from .onnxruntime import _preprocessing
-from .triton_transport import (Replica, request_step, ReplicaPool, Tls, TritonError, classify,
-                               headers_dict, parse_endpoints)
+from .triton_endpoints import Tls, headers_dict, parse_endpoints
+from .triton_transport import Replica, ReplicaPool, TritonError, classify, request_step
 
 _DTYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16),
            "TYPE_FP64": ("FP64", np.float64)}

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
 from ..errors import InputError
-from .triton_endpoints import (SCHEMES, Endpoint, Tls, headers_dict, is_remote,  # noqa: F401 (re-exported)
-                               parse_endpoints)
+from .triton_endpoints import Endpoint, Tls
 
 T = TypeVar("T")
 REQUEST_BYTES = 32 << 20  # under Triton's default 64 MiB HTTP input limit
