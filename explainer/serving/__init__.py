@@ -1,0 +1,1 @@
+"""Explanations served next to the model: the Triton explainer model and the KServe endpoint."""

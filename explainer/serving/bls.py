@@ -1,0 +1,95 @@
+"""The served model as a ``Model``, seen from inside Triton (business-logic scripting).
+
+:class:`ServedModel` is what the Triton explainer model (``M_explain``) hands to the
+methods: ``predict`` splits a batch by the served model's ``max_batch_size`` and sends
+the parts with ``infer`` (a BLS call, see ``triton_explain_model.py``), several at once.
+Its spec is built from the ``explainer.served`` JSON that ``export-explainer`` wrote
+(input/output names, layout, preprocessing, labels) and one probe, exactly as the
+client's Triton backend builds its own, so scores and labels agree with client-side runs.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..backends.base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels
+from ..errors import InputError
+from ..imaging import parse_preprocessing
+
+
+def output_kind(probe: np.ndarray, declared: str) -> str:
+    """"logits" or "probabilities": the declared kind, else what a probe's rows look like."""
+    if declared in OUTPUT_KINDS:
+        return declared
+    sums = probe.sum(axis=1)
+    return "probabilities" if probe.min() >= 0 and np.allclose(sums, 1, atol=1e-4) else "logits"
+
+
+class ServedModel:
+    """The served classifier ``M``, called in-server.
+
+    Parameters
+    ----------
+    served : mapping
+        ``explainer.served``: ``model``, ``input``, ``output``, ``preprocessing`` (JSON text),
+        ``labels`` (list or None), ``output_kind`` ("" when unknown), ``max_batch_size``.
+    infer : callable
+        ``infer(batch)`` -> (n, K) outputs for one request of at most ``max_batch_size``
+        inputs in the model's layout; NumPy or (on a GPU) CuPy arrays.
+    in_flight : int
+        Requests in flight at once (the served model's queue is never empty).
+    """
+
+    backend = "triton-bls"
+
+    def __init__(self, served: Mapping[str, Any], infer: Callable[[Any], np.ndarray], *,
+                 in_flight: int = 2, device_arrays: bool = False) -> None:
+        self.infer = infer
+        self.in_flight = max(1, int(in_flight))
+        self.accepts_device_arrays = bool(device_arrays)
+        self.max_batch_size = int(served.get("max_batch_size") or 0) or None
+        pre = parse_preprocessing(str(served["preprocessing"]))
+        self.providers = [f"in-server {served['model']}"]
+        self._pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="bls")
+        self.spec = ModelSpec(source=str(served["model"]), input_name=str(served["input"]),
+                              output_name=str(served["output"]), preprocessing=pre, num_classes=2,
+                              labels=("class 0", "class 1"), max_batch_size=self.max_batch_size)
+        probe = self.predict(np.zeros((1,) + self.spec.input_shape, np.float32))
+        k = probe.shape[1]
+        labels = served.get("labels")
+        self.spec = ModelSpec(**{**self.spec.__dict__, "num_classes": k,
+                                 "labels": default_labels(k, labels),
+                                 "output_kind": output_kind(probe, str(served.get("output_kind") or ""))})
+
+    def predict(self, batch: Any) -> np.ndarray:
+        """(N, C, H, W) float32 (NCHW; NumPy, or CuPy when ``accepts_device_arrays``) -> (N, K) float32."""
+        n = batch.shape[0]
+        if self.spec.preprocessing.layout == "NHWC":
+            batch = batch.transpose(0, 2, 3, 1).copy()
+        parts = batch_slices(n, self.max_batch_size or n) if n else []
+        outs = list(self._pool.map(lambda s: self._one(batch[s]), parts)) if len(parts) > 1 \
+            else [self._one(batch[s]) for s in parts]
+        return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.spec.num_classes), np.float32)
+
+    def _one(self, part: Any) -> np.ndarray:
+        out = np.asarray(self.infer(part), dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != part.shape[0]:
+            raise InputError(f"{self.spec.source}: returned an output of shape {list(out.shape)} "
+                             f"for {part.shape[0]} inputs")
+        return out
+
+
+def served_description(config: Mapping[str, Any], name: str, preprocessing_json: str,
+                       labels: list[str] | None, kind: str) -> str:
+    """The ``explainer.served`` parameter for model ``name`` with this (JSON) Triton config."""
+    inputs, outputs = config.get("input") or [], config.get("output") or []
+    if len(inputs) != 1 or not outputs:
+        raise InputError(f"{name}: expected one image input and an output in its config")
+    return json.dumps({"model": name, "input": inputs[0]["name"], "output": outputs[0]["name"],
+                       "datatype": str(inputs[0].get("data_type", "TYPE_FP32")),
+                       "preprocessing": preprocessing_json, "labels": labels, "output_kind": kind,
+                       "max_batch_size": int(config.get("max_batch_size", 0) or 0)})
