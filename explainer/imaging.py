@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -36,18 +37,30 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such image file")
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """:func:`read_image` for the bytes of an image file (e.g. from a request); ``name`` is
+    what an error message calls it."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Path | io.BytesIO, name: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. a corrupt EXIF block: the image is read or refused
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=FORMATS) as im:
+            with Image.open(source, formats=FORMATS) as im:
                 im.seek(0)
                 im = ImageOps.exif_transpose(im)
                 return _to_rgb(im)
     except (UnidentifiedImageError, Image.DecompressionBombWarning,
             Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path}: not a readable image ({reason})") from None
+        if isinstance(e, UnidentifiedImageError):
+            reason = "not a PNG, JPEG, BMP, GIF, TIFF, WebP or PPM image"
+        raise InputError(f"{name}: not a readable image ({reason})") from None
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

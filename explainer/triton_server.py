@@ -31,6 +31,7 @@ from .triton_repo import python_backend_repo
 PROJECT = Path(__file__).resolve().parent.parent
 PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime>=1.18", "numpy<2"]
 _READY = ".explainer-ready"
+_SERVING_READY = ".explainer-serving-ready"  # the explainer model's imports (serving.export.SERVER_PACKAGES)
 
 
 def venv_dir() -> Path:
@@ -53,13 +54,14 @@ def ensure_venv(venv: Path | None = None, *, quiet: bool = False) -> Path:
     Concurrent callers wait on a lock file.
     """
     venv = venv or venv_dir()
-    if (venv / _READY).is_file():
+    if (venv / _READY).is_file() and (venv / _SERVING_READY).is_file():
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
     lock_path = Path(tempfile.gettempdir()) / f"explainer-venv-{hashlib.sha1(str(venv.resolve()).encode()).hexdigest()[:12]}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (venv / _READY).is_file():
+            _add_serving_packages(venv)
             return venv
         if not quiet:
             print(f"explainer: creating {venv} for the local Triton server (once, about a minute)",
@@ -74,7 +76,18 @@ def ensure_venv(venv: Path | None = None, *, quiet: bool = False) -> Path:
             raise InputError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
         shutil.copy2(stub, root / "backends" / "python" / stub.name)
         (venv / _READY).write_text("ok\n")
+        _add_serving_packages(venv)
     return venv
+
+
+def _add_serving_packages(venv: Path) -> None:
+    """What the Triton explainer model imports besides numpy (added once to an older environment)."""
+    from .serving.export import SERVER_PACKAGES
+
+    if not (venv / _SERVING_READY).is_file():
+        _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy<2", *SERVER_PACKAGES],
+             "pip install")
+        (venv / _SERVING_READY).write_text("ok\n")
 
 
 def _run(cmd: list[str], what: str) -> None:

@@ -2,7 +2,7 @@
 
 ``explainer inspect`` on an endpoint has no graph to read; it lists, from the server's
 model repository index, the ready models deployed next to forward model ``M`` by the
-export commands (``M_grad_<relu>[__<layer>]``, ``M_dream__<layer>``, ``M_layers``), what
+export commands (``M_grad_<relu>[__<layer>]``, ``M_dream__<layer>``, ``M_layers``, ``M_explain``), what
 each computes (read from its ``explainer.gradient`` / ``explainer.layers`` parameter) and so
 which layers the layer methods can use there.
 """
@@ -26,23 +26,28 @@ def companions(model: Any) -> list[dict[str, Any]]:
         and ``default_layer`` (whether it holds Grad-CAM's default feature layer).
     """
     forward = model.endpoints[0].model
-    kinds = ((f"{forward}_grad_", "gradient"), (f"{forward}_dream__", "dream"), (f"{forward}_layers", "layers"))
+    kinds = ((f"{forward}_grad_", "gradient"), (f"{forward}_dream__", "dream"), (f"{forward}_layers", "layers"),
+             (f"{forward}_explain", "explainer"))
+    exact = {"layers": f"{forward}_layers", "explainer": f"{forward}_explain"}
 
     found = []
     for name in ready_models(model):
         kind = next((k for prefix, k in kinds if name.startswith(prefix)), None)
-        if kind is None or (kind == "layers" and name != f"{forward}_layers"):
+        if kind is None or (kind in exact and name != exact[kind]):
             continue
         params = {k: str(v.get("string_value", "")) for k, v in
                   (_config(model, name).get("parameters") or {}).items()}
+        key = {"layers": "explainer.layers", "explainer": "explainer.explain"}.get(kind, "explainer.gradient")
         try:
-            info = json.loads(params.get("explainer.layers" if kind == "layers" else "explainer.gradient", ""))
+            info = json.loads(params.get(key, ""))
         except ValueError:
             continue  # a model of that name that no export command wrote
         if not isinstance(info, dict):
             continue
         if kind == "layers":
             entry = {"layers": [str(r.get("layer") or r.get("tensor")) for r in info.get("layers", [])]}
+        elif kind == "explainer":
+            entry = {"layers": [], "methods": [str(m) for m in info.get("methods", [])]}
         elif kind == "dream":
             entry = {"layers": [str(info.get("of"))]}
         else:
