@@ -13,7 +13,7 @@ from explainer.errors import InputError
 from explainer.imaging import Preprocessing
 from explainer.serving.bls import ServedModel
 from explainer.serving.export import explain_model_name, export_explainer, served_config
-from explainer.serving.requests import check_request, pack_arrays, unpack_arrays
+from explainer.serving.requests import MODULES, check_request, pack_arrays, unpack_arrays
 from explainer.triton_repo import _model_config, write_model
 from explainer.triton_server import PROJECT, LocalTritonServer
 from tiny import linear_classifier
@@ -36,6 +36,7 @@ def _x(seed=1):
 
 @pytest.mark.parametrize("method,options,message", [
     ("grad-cam", {}, "does not run server-side"),
+    ("gradient", {"num_samples": 40000}, "needs 120000 forward passes"),
     ("occlusion", {"bogus": 1}, "has no option 'bogus'"),
     ("occlusion", {"progress": True}, "not available server-side"),
     ("prediction-difference", {"data": "/etc"}, "not available server-side"),
@@ -74,9 +75,10 @@ def test_served_model_gives_the_client_side_map(tiny, layout):
     session = ort.InferenceSession(str(tiny[layout]), providers=["CPUExecutionProvider"])
     calls = []
 
-    def infer(batch):
-        calls.append(batch.shape)
-        return session.run(None, {"input": batch})[0]
+    def infer(name, feeds, outputs):
+        assert name == "tiny" and outputs == ["logits"]
+        calls.append(feeds["input"].shape)
+        return session.run(outputs, feeds)
 
     pre = Preprocessing(size=(16, 16), layout=layout.upper(), mean=(0.5,) * 3, std=(0.25,) * 3)
     served = {"model": "tiny", "input": "input", "output": "logits", "preprocessing": pre.to_json(),
@@ -144,6 +146,7 @@ def server(tmp_path_factory, tiny):
     write_model(repo, tiny["nhwc"], "plain", max_batch_size=4)  # no explainer deployed next to it
     write_model(repo, PROJECT / "models" / "efficientnet_lite0" / "model.onnx", "efficientnet_lite0")
     export_explainer(repo, "tiny", max_forward_passes=3000)
+    assert main(["export-gradients", "--model", str(tiny["nchw"]), "--triton-repo", str(repo), "--name", "tiny"]) == 0
     export_explainer(repo, "efficientnet_lite0")
     with LocalTritonServer(repo, http_port=0, grpc_port=0) as s:
         yield s
@@ -155,6 +158,8 @@ def server(tmp_path_factory, tiny):
     ("occlusion", dict(mask_size=5, stride=3, mini_batch_size=16)),
     ("rise", dict(num_masks=96, grid_size=4, seed=5, mini_batch_size=16)),
     ("lime", dict(num_samples=64, num_features=9, segmentation="grid", seed=2)),
+    ("gradient", dict(num_samples=5, seed=3, mini_batch_size=2)),
+    ("integrated-gradients", dict(num_steps=7, mini_batch_size=3)),
 ])
 def test_server_side_maps_equal_client_side(server, method, options):
     from explainer.serving.client import deployed_explainer, explain_served
@@ -189,7 +194,7 @@ def test_cli_uses_the_explainer_model_and_inspect_lists_it(server, tmp_path, cap
     assert main(["inspect", "--model", url, "--json"]) == 0
     deployed = json.loads(capsys.readouterr().out)["deployed"]
     assert {"model": "efficientnet_lite0_explain", "kind": "explainer", "layers": [],
-            "methods": ["lime", "occlusion", "prediction-difference", "rise"]} in deployed
+            "methods": sorted(MODULES)} in deployed
 
 
 @pytest.mark.slow

@@ -38,15 +38,16 @@ class ServedModel:
         ``explainer.served``: ``model``, ``input``, ``output``, ``preprocessing`` (JSON text),
         ``labels`` (list or None), ``output_kind`` ("" when unknown), ``max_batch_size``.
     infer : callable
-        ``infer(batch)`` -> (n, K) outputs for one request of at most ``max_batch_size``
-        inputs in the model's layout; NumPy or (on a GPU) CuPy arrays.
+        ``infer(model_name, feeds, outputs)`` -> the named outputs (host arrays) of one request;
+        ``feeds`` maps input names to arrays of at most ``max_batch_size`` inputs in the
+        model's layout, NumPy or (on a GPU) CuPy.
     in_flight : int
         Requests in flight at once (the served model's queue is never empty).
     """
 
     backend = "triton-bls"
 
-    def __init__(self, served: Mapping[str, Any], infer: Callable[[Any], np.ndarray], *,
+    def __init__(self, served: Mapping[str, Any], infer: Callable[[str, dict, list], list], *,
                  in_flight: int = 2, device_arrays: bool = False) -> None:
         self.infer = infer
         self.in_flight = max(1, int(in_flight))
@@ -76,11 +77,37 @@ class ServedModel:
         return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.spec.num_classes), np.float32)
 
     def _one(self, part: Any) -> np.ndarray:
-        out = np.asarray(self.infer(part), dtype=np.float32)
+        out = np.asarray(self.infer(self.spec.source, {self.spec.input_name: part}, [self.spec.output_name])[0],
+                         dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != part.shape[0]:
             raise InputError(f"{self.spec.source}: returned an output of shape {list(out.shape)} "
                              f"for {part.shape[0]} inputs")
         return out
+
+    def gradients(self, batch: np.ndarray, logit_weights: np.ndarray, probability_weights: np.ndarray,
+                  *, layer: str | None = None,
+                  relu: str = "standard") -> tuple[np.ndarray, np.ndarray, None]:
+        """Outputs (N, K) and d score / d input (N, C, H, W) from the deployed gradient model
+        ``M_grad_<relu>`` (``export-gradients``), in parts of at most ``max_batch_size``."""
+        from ..backends.triton_gradients import GRAD_OUTPUT, WEIGHTS, gradient_model_name
+
+        if layer is not None:
+            raise InputError("gradients of a layer (grad-cam, cam) do not run server-side")
+        name = gradient_model_name(self.spec.source, None, relu)
+        data = np.asarray(batch, np.float32)
+        if self.spec.preprocessing.layout == "NHWC":
+            data = np.ascontiguousarray(data.transpose(0, 2, 3, 1))
+        wl, wp = (np.ascontiguousarray(w, np.float32) for w in (logit_weights, probability_weights))
+        outs, grads = [], []
+        for s in batch_slices(len(data), self.max_batch_size or len(data)):
+            feeds = {self.spec.input_name: data[s], WEIGHTS[0]: wl[s], WEIGHTS[1]: wp[s]}
+            out, grad = self.infer(name, feeds, [self.spec.output_name, GRAD_OUTPUT])
+            outs.append(np.asarray(out, np.float32))
+            grads.append(np.asarray(grad, np.float32))
+        gradient = np.concatenate(grads)
+        if self.spec.preprocessing.layout == "NHWC":
+            gradient = np.ascontiguousarray(gradient.transpose(0, 3, 1, 2))
+        return np.concatenate(outs), gradient, None
 
 
 def served_description(config: Mapping[str, Any], name: str, preprocessing_json: str,

@@ -1,7 +1,8 @@
 """One explanation request, as a server runs it: the method, its options, their limits.
 
 Shared by the Triton explainer model (``M_explain``, run inside the server) and the
-KServe endpoint. Only the perturbation methods run server-side; options are the
+KServe endpoint. The perturbation methods and the input-gradient methods (through the
+deployed gradient model, or an ONNX model's own) run server-side; options are the
 method's own keyword arguments (the CLI's ``dest`` names, e.g. ``mask_size``), JSON
 values only, and every option that would read a file on the server (LIME's
 ``segmentation`` file, prediction difference's ``data``, ``cache_dir``) is refused.
@@ -12,6 +13,7 @@ The method functions are imported one by one, so a server needs only what they i
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import json
 import math
@@ -23,7 +25,9 @@ from ..errors import InputError
 from ..explanation import Explanation
 
 MODULES = {"occlusion": "occlusion", "rise": "rise", "lime": "lime",
-           "prediction-difference": "prediction_difference"}
+           "prediction-difference": "prediction_difference", "gradient": "gradient_maps",
+           "guided-backprop": "gradient_maps", "deconvnet": "gradient_maps",
+           "integrated-gradients": "integrated_gradients"}
 REFUSED = {"progress", "data", "cache_dir", "layer", "unit", "sampling", "execution_environment"}
 MAX_OPTIONS, MAX_TEXT, MAX_LIST = 24, 64, 16
 DEFAULT_MAX_PASSES = 100_000
@@ -68,6 +72,10 @@ def _passes(method: str, options: Mapping[str, Any]) -> int:
         return int(options.get("num_masks", 4000))
     if method == "lime":
         return int(options.get("num_samples", 2048))
+    if method == "integrated-gradients":
+        return 3 * int(options.get("num_steps", 25))  # a gradient costs about 3 forward passes
+    if method in ("gradient", "guided-backprop", "deconvnet"):
+        return 3 * max(1, int(options.get("num_samples", 0)))
     if method == "prediction-difference":
         from ..methods.prediction_difference import prediction_difference_cost
 
@@ -93,7 +101,8 @@ def check_request(method: Any, options: Any, *, max_forward_passes: int = DEFAUL
         raise InputError("the options must be a JSON object")
     if len(options) > MAX_OPTIONS:
         raise InputError(f"too many options ({len(options)}; at most {MAX_OPTIONS})")
-    accepted = set(fn.__kwdefaults__ or {}) - REFUSED
+    accepted = {p.name for p in inspect.signature(fn).parameters.values()
+                if p.kind == inspect.Parameter.KEYWORD_ONLY} - REFUSED
     for name, value in options.items():
         if name in REFUSED or (method == "lime" and name == "segmentation" and str(value).endswith(".npy")):
             raise InputError(f"option {name} is not available server-side")

@@ -9,7 +9,8 @@ masks on a GPU), e.g. from a custom execution environment (``EXECUTION_ENV_PATH`
 Inputs: ``image`` (1, C, H, W) FP32, the preprocessed image (NCHW); ``request`` (1,) BYTES,
 JSON ``{"method": ..., "target": ..., "options": {...}}``. Outputs: ``map`` (H, W) FP32,
 ``record`` (1,) BYTES (the explanation's JSON record), ``arrays`` (1,) BYTES (``.npz``
-of its extra arrays, empty when none). ``M`` is called through BLS in batches.
+of its extra arrays, empty when none). ``M`` (and for gradient methods its deployed
+gradient model ``M_grad_<relu>``) is called through BLS in batches.
 """
 
 import json
@@ -57,17 +58,23 @@ class TritonPythonModel:
         self.gpu = _has_gpu()
         self.model = None  # built on the first request: BLS is not available in initialize
 
-    def _infer(self, batch):
-        name, output = self.served["input"], self.served["output"]
-        if hasattr(batch, "toDlpack"):  # a CuPy batch stays on the GPU
-            tensor = pb_utils.Tensor.from_dlpack(name, batch.astype(self.dtype, copy=False).toDlpack())
-        else:
-            tensor = pb_utils.Tensor(name, np.ascontiguousarray(batch, dtype=self.dtype))
-        response = pb_utils.InferenceRequest(model_name=self.served["model"], inputs=[tensor],
-                                             requested_output_names=[output]).exec()
+    def _infer(self, model_name, feeds, outputs):
+        tensors = []
+        for name, array in feeds.items():
+            dtype = self.dtype if name == self.served["input"] else np.float32
+            if hasattr(array, "toDlpack"):  # a CuPy batch stays on the GPU
+                tensors.append(pb_utils.Tensor.from_dlpack(name, array.astype(dtype, copy=False).toDlpack()))
+            else:
+                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(array, dtype=dtype)))
+        response = pb_utils.InferenceRequest(model_name=model_name, inputs=tensors,
+                                             requested_output_names=list(outputs)).exec()
         if response.has_error():
-            raise RuntimeError(f"{self.served['model']}: {response.error().message()}")
-        return _to_numpy(pb_utils.get_output_tensor_by_name(response, output))
+            message = response.error().message()
+            if model_name != self.served["model"] and ("unknown model" in message or "not found" in message):
+                raise InputError(f"{model_name} is not deployed next to {self.served['model']}; export it with "
+                                 f"`explainer export-gradients --triton-repo REPO`")
+            raise RuntimeError(f"{model_name}: {message}")
+        return [_to_numpy(pb_utils.get_output_tensor_by_name(response, o)) for o in outputs]
 
     def execute(self, requests):
         return [self._explain(r) for r in requests]
