@@ -43,16 +43,20 @@ class ServedModel:
         model's layout, NumPy or (on a GPU) CuPy.
     in_flight : int
         Requests in flight at once (the served model's queue is never empty).
+    part_bytes : int
+        A batch is sent in requests of at most this size (and ``max_batch_size``), so
+        moving one part to the served model overlaps computing the one before.
     """
 
     backend = "triton-bls"
 
     def __init__(self, served: Mapping[str, Any], infer: Callable[[str, dict, list], list], *,
-                 in_flight: int = 2, device_arrays: bool = False) -> None:
+                 in_flight: int = 2, device_arrays: bool = False, part_bytes: int = 16 * 2**20) -> None:
         self.infer = infer
         self.in_flight = max(1, int(in_flight))
         self.accepts_device_arrays = bool(device_arrays)
         self.max_batch_size = int(served.get("max_batch_size") or 0) or None
+        self.part_bytes = int(part_bytes)
         pre = parse_preprocessing(str(served["preprocessing"]))
         self.providers = [f"in-server {served['model']}"]
         self._pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="bls")
@@ -71,7 +75,8 @@ class ServedModel:
         n = batch.shape[0]
         if self.spec.preprocessing.layout == "NHWC":
             batch = batch.transpose(0, 2, 3, 1).copy()
-        parts = batch_slices(n, self.max_batch_size or n) if n else []
+        step = max(1, min(self.max_batch_size or n, self.part_bytes // max(1, batch[:1].nbytes)))
+        parts = batch_slices(n, step) if n else []
         outs = list(self._pool.map(lambda s: self._one(batch[s]), parts)) if len(parts) > 1 \
             else [self._one(batch[s]) for s in parts]
         return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.spec.num_classes), np.float32)
