@@ -213,3 +213,26 @@ def test_server_side_errors_are_one_line(server, tmp_path, capsys):
     assert main(base + ["--model", f"{server.grpc_url}/plain", "--num-masks", "8", "--server-side", "auto"]) == 0
     assert list(tmp_path.glob("coffee.rise.*"))  # auto without M_explain: explained client-side
 
+
+
+@pytest.mark.slow
+def test_bytes_on_the_wire_are_about_image_plus_map(server):
+    """Counted by a TCP proxy between client and server: request + answer <= 2 x (image + map)."""
+    import sys
+
+    from explainer.serving.client import explain_served
+
+    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    from throttle import Throttle
+
+    proxy = Throttle(("127.0.0.1", server.grpc_port))
+    try:
+        model = explainer.load_model(f"grpc://127.0.0.1:{proxy.port}/efficientnet_lite0")
+        proxy.reset()
+        e = explain_served(model, "efficientnet_lite0_explain", "occlusion", COFFEE, None,
+                           {"mask_size": 84, "stride": 56})
+        image_map = e.input.nbytes + e.map.nbytes
+        assert e.timings["forward_passes"] == 17 and image_map == 3 * 224 * 224 * 4 + 224 * 224 * 4
+        assert image_map < proxy.total <= 2 * image_map  # vs 17 x 602 KB = 10 MB client-side
+    finally:
+        proxy.close()

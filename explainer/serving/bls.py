@@ -19,6 +19,7 @@ import numpy as np
 from ..backends.base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels
 from ..errors import InputError
 from ..imaging import parse_preprocessing
+from ..xp import to_numpy
 
 
 def output_kind(probe: np.ndarray, declared: str) -> str:
@@ -99,7 +100,7 @@ class ServedModel:
         if layer is not None:
             raise InputError("gradients of a layer (grad-cam, cam) do not run server-side")
         name = gradient_model_name(self.spec.source, None, relu)
-        data = np.asarray(batch, np.float32)
+        data = to_numpy(batch).astype(np.float32, copy=False)
         if self.spec.preprocessing.layout == "NHWC":
             data = np.ascontiguousarray(data.transpose(0, 2, 3, 1))
         wl, wp = (np.ascontiguousarray(w, np.float32) for w in (logit_weights, probability_weights))

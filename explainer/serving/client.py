@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..explanation import Explanation
 from ..methods.common import load_input
 from .export import explain_model_name
-from .requests import MODULES, check_request, unpack_arrays
+from .requests import check_request, unpack_arrays
 
 CHOICES = ("auto", "on", "off")
 
@@ -116,5 +116,3 @@ def _text(v: Any) -> str:
 def _bytes(v: Any) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
-
-SUPPORTED = tuple(sorted(MODULES))
