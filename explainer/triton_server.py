@@ -54,7 +54,7 @@ def ensure_venv(venv: Path | None = None, *, quiet: bool = False) -> Path:
     Concurrent callers wait on a lock file.
     """
     venv = venv or venv_dir()
-    if (venv / _READY).is_file() and (venv / _SERVING_READY).is_file():
+    if (venv / _READY).is_file() and _serving_ready(venv):
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
     lock_path = Path(tempfile.gettempdir()) / f"explainer-venv-{hashlib.sha1(str(venv.resolve()).encode()).hexdigest()[:12]}.lock"
@@ -80,14 +80,22 @@ def ensure_venv(venv: Path | None = None, *, quiet: bool = False) -> Path:
     return venv
 
 
-def _add_serving_packages(venv: Path) -> None:
-    """What the Triton explainer model imports besides numpy (added once to an older environment)."""
+def _serving_ready(venv: Path) -> bool:
     from .serving.export import SERVER_PACKAGES
 
-    if not (venv / _SERVING_READY).is_file():
+    marker = venv / _SERVING_READY
+    return marker.is_file() and marker.read_text().split() == SERVER_PACKAGES
+
+
+def _add_serving_packages(venv: Path) -> None:
+    """What the Triton explainer model imports besides numpy (added to an older environment
+    once per change of the list)."""
+    from .serving.export import SERVER_PACKAGES
+
+    if not _serving_ready(venv):
         _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy<2", *SERVER_PACKAGES],
              "pip install")
-        (venv / _SERVING_READY).write_text("ok\n")
+        (venv / _SERVING_READY).write_text("\n".join(SERVER_PACKAGES) + "\n")
 
 
 def _run(cmd: list[str], what: str) -> None:
