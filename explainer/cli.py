@@ -20,10 +20,8 @@ from .explanation import safe_stem
 from .graph.export_command import add_parser as add_export_gradients, cmd_export_gradients
 from .graph.inspect import default_feature_layer, layers
 from .methods import discover
-from .serving.client import deployed_explainer, explain_served
 from .methods.common import load_input
-from .serving.export import add_parser as add_export_explainer, cmd_export_explainer
-from .serving.serve_command import add_parser as add_serve, cmd_serve
+from .serving import commands as serving_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--resume", action="store_true",
                    help="skip images whose <stem>.<method>.json is already in --out")
-    e.add_argument("--server-side", choices=["auto", "on", "off"], default="auto",
-                   help="run the method in the Triton explainer model MODEL_explain (auto: when deployed)")
     _model_options(e)
     seen: set[str] = set()
     for info in METHODS.values():
@@ -100,8 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grpc-port", type=int, default=8001)
     audit_commands.add_parsers(sub, _model_options)
     add_export_gradients(sub)
-    add_export_explainer(sub)
-    add_serve(sub, _model_options)
+    serving_commands.add_parsers(sub, _model_options, e)
     return parser
 
 
@@ -206,11 +201,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
             if not (args.resume and (args.out / f"{s}.{info.name}.json").is_file())]
     inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     progress = not args.quiet and sys.stderr.isatty()
-    served = deployed_explainer(model, info.name, options, args.server_side) if info.needs_image else None
+    run = serving_commands.explainer_for(model, info, options, args.server_side)
     summary = []
     for path, stem, image in tqdm(inputs, desc="images", unit="image", disable=not progress or len(inputs) < 2):
-        result = explain_served(model, served, info.name, image, args.target, options) if served else \
-            info.function(model, image, args.target, progress=progress, **options)
+        result = run(image, args.target, progress=progress)
         layout = model.spec.preprocessing.layout
         written = result.save(args.out, stem, save_input=args.save_input and result.input is not None,
                               input_tensor=None if result.input is None else to_layout(result.input, layout))
@@ -227,8 +221,7 @@ COMMANDS = {"classify": cmd_classify, "inspect": cmd_inspect, "explain": cmd_exp
             "triton-server": cmd_triton_server}
 COMMANDS.update(audit_commands.commands(_load))
 COMMANDS["export-gradients"] = cmd_export_gradients
-COMMANDS["export-explainer"] = cmd_export_explainer
-COMMANDS["serve"] = lambda args: cmd_serve(args, _load)
+COMMANDS.update(serving_commands.commands(_load))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
