@@ -139,13 +139,22 @@ def test_server_side_on_needs_a_triton_endpoint(tmp_path, tiny, capsys):
 # -- against the real local Triton server ------------------------------------------------------------
 
 
+def _folder(d):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(d / f"sample{i}.png")
+    return d
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny):
     repo = tmp_path_factory.mktemp("explain-repo")
     write_model(repo, tiny["nchw"], "tiny", max_batch_size=4)
     write_model(repo, tiny["nhwc"], "plain", max_batch_size=4)  # no explainer deployed next to it
     write_model(repo, PROJECT / "models" / "efficientnet_lite0" / "model.onnx", "efficientnet_lite0")
-    export_explainer(repo, "tiny", max_forward_passes=3000)
+    export_explainer(repo, "tiny", max_forward_passes=3000, data=_folder(tmp_path_factory.mktemp("data")))
     assert main(["export-gradients", "--model", str(tiny["nchw"]), "--triton-repo", str(repo), "--name", "tiny"]) == 0
     export_explainer(repo, "efficientnet_lite0")
     with LocalTritonServer(repo, http_port=0, grpc_port=0) as s:
@@ -158,20 +167,22 @@ def server(tmp_path_factory, tiny):
     ("occlusion", dict(mask_size=5, stride=3, mini_batch_size=16)),
     ("rise", dict(num_masks=96, grid_size=4, seed=5, mini_batch_size=16)),
     ("lime", dict(num_samples=64, num_features=9, segmentation="grid", seed=2)),
+    ("prediction-difference", dict(window_size=4, stride=4, num_samples=3, seed=1, mini_batch_size=8)),
     ("gradient", dict(num_samples=5, seed=3, mini_batch_size=2)),
     ("integrated-gradients", dict(num_steps=7, mini_batch_size=3)),
 ])
-def test_server_side_maps_equal_client_side(server, method, options):
+def test_server_side_maps_equal_client_side(server, tmp_path, method, options):
     from explainer.serving.client import deployed_explainer, explain_served
 
     model = explainer.load_model(f"{server.grpc_url}/tiny")
     name = deployed_explainer(model, method, options, "auto")
     assert name == "tiny_explain"
-    local = explainer.methods.discover()[method].function(model, _x(), 2, **options)
+    data = {"data": str(_folder(tmp_path))} if method == "prediction-difference" else {}
+    local = explainer.methods.discover()[method].function(model, _x(), 2, **options, **data)
     served = explain_served(model, name, method, _x(), 2, options)
     np.testing.assert_array_equal(served.map, local.map)
     assert (served.target, served.label, served.score, served.seed) == (local.target, local.label, local.score, local.seed)
-    assert served.params == json.loads(json.dumps(local.params))
+    assert {**served.params, "data": ""} == json.loads(json.dumps({**local.params, "data": ""}))
     assert set(served.arrays) == set(local.arrays)
     for k in local.arrays:  # LIME's tree importances: the server's numpy 1 sums in another order (1e-17)
         np.testing.assert_allclose(served.arrays[k], local.arrays[k], rtol=0, atol=1e-12)
@@ -207,6 +218,9 @@ def test_server_side_errors_are_one_line(server, tmp_path, capsys):
     assert err == "explainer: error: the request needs 4000 forward passes; this server allows 3000"
     assert main(base + ["--model", tiny_url, "--num-masks", "16", "--target", "no such class", "--server-side", "on"]) == 2
     assert "is not a class label" in capsys.readouterr().err
+    pd = ["explain", COFFEE, "--method", "prediction-difference", "--out", str(tmp_path), "--quiet", "--stride", "8"]
+    assert main(pd + ["--model", f"{server.grpc_url}/efficientnet_lite0", "--server-side", "on"]) == 2
+    assert "needs a folder of images on the server" in capsys.readouterr().err
     assert main(base + ["--model", f"{server.grpc_url}/plain", "--server-side", "on"]) == 2
     err = capsys.readouterr().err
     assert "no explainer model 'plain_explain'" in err and "export-explainer" in err and err.count("\n") == 1

@@ -37,7 +37,7 @@ def deployed_explainer(model: Any, method: str, options: Mapping[str, Any], serv
             raise InputError("--server-side on needs a Triton endpoint (--model grpc://HOST:PORT/MODEL)")
         return None
     try:
-        check_request(method, options, max_forward_passes=2**62)
+        check_request(method, options, max_forward_passes=2**62, shape=model.spec.preprocessing.size)
     except InputError:
         if server_side == "on":
             raise

@@ -56,13 +56,15 @@ def served_config(repo: Path, model: str) -> str:
 
 
 def _config(name: str, served: str, shape: tuple[int, int, int], *, instances: int, in_flight: int,
-            max_forward_passes: int, execution_env: str | None) -> str:
+            max_forward_passes: int, execution_env: str | None, data: bool) -> str:
     c, h, w = shape
     params = {"explainer.served": served, "explainer.in_flight": str(in_flight),
               "explainer.max_forward_passes": str(max_forward_passes),
               "explainer.explain": json.dumps({"of": json.loads(served)["model"], "methods": sorted(MODULES)})}
     if execution_env:
         params["EXECUTION_ENV_PATH"] = execution_env
+    if data:
+        params["explainer.data"] = "data"
     lines = [f"name: {json.dumps(name)}", 'backend: "python"', "max_batch_size: 0",
              f'input [{{ name: "image" data_type: TYPE_FP32 dims: [ 1, {c}, {h}, {w} ] }}, '
              '{ name: "request" data_type: TYPE_STRING dims: [ 1 ] }]',
@@ -76,7 +78,8 @@ def _config(name: str, served: str, shape: tuple[int, int, int], *, instances: i
 
 
 def export_explainer(repo: str | Path, model: str, *, instances: int = 1, in_flight: int = 2,
-                     max_forward_passes: int = DEFAULT_MAX_PASSES, execution_env: str | None = None) -> Path:
+                     max_forward_passes: int = DEFAULT_MAX_PASSES, execution_env: str | None = None,
+                     data: str | Path | None = None) -> Path:
     """Write ``<model>_explain`` into ``repo``; returns its folder.
 
     Parameters
@@ -88,7 +91,12 @@ def export_explainer(repo: str | Path, model: str, *, instances: int = 1, in_fli
     execution_env : str, optional
         ``EXECUTION_ENV_PATH`` of a packed Python environment (conda-pack) holding
         :data:`SERVER_PACKAGES`, e.g. ``$$TRITON_MODEL_DIRECTORY/explainer-env.tar.gz``.
+    data : path, optional
+        A folder of images, copied to ``1/data/``: prediction difference draws its window
+        replacements from them (the request cannot name a server folder).
     """
+    from ..perturbation.sampling import image_files
+
     from ..imaging import parse_preprocessing
 
     for name, v in (("instances", instances), ("in_flight", in_flight), ("max_forward_passes", max_forward_passes)):
@@ -100,13 +108,19 @@ def export_explainer(repo: str | Path, model: str, *, instances: int = 1, in_fli
     name = explain_model_name(model)
     folder = repo / name
     version = folder / "1"
+    files = image_files(data) if data is not None else []
     shutil.rmtree(version / "explainer", ignore_errors=True)
+    shutil.rmtree(version / "data", ignore_errors=True)
     version.mkdir(parents=True, exist_ok=True)
     shutil.copytree(PACKAGE, version / "explainer", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (version / "explainer" / "__init__.py").write_text(_INIT, encoding="utf-8")
     shutil.copyfile(Path(__file__).with_name("triton_explain_model.py"), version / "model.py")
+    if files:
+        (version / "data").mkdir()
+        for f in files:
+            shutil.copyfile(f, version / "data" / f.name)
     text = _config(name, served, (pre.channels, *pre.size), instances=instances, in_flight=in_flight,
-                   max_forward_passes=max_forward_passes, execution_env=execution_env)
+                   max_forward_passes=max_forward_passes, execution_env=execution_env, data=bool(files))
     (folder / "config.pbtxt").write_text(text, encoding="utf-8")
     return folder
 
@@ -122,9 +136,12 @@ def add_parser(sub: Any) -> None:
                    help=f"refuse larger requests (default {DEFAULT_MAX_PASSES})")
     p.add_argument("--execution-env", metavar="PATH",
                    help="EXECUTION_ENV_PATH of a packed Python environment for the server")
+    p.add_argument("--data", type=Path, metavar="FOLDER",
+                   help="images for prediction difference's samples, copied into the model")
 
 
 def cmd_export_explainer(args: argparse.Namespace) -> None:
     folder = export_explainer(args.triton_repo, args.model, instances=args.instances, in_flight=args.in_flight,
-                              max_forward_passes=args.max_forward_passes, execution_env=args.execution_env)
+                              max_forward_passes=args.max_forward_passes, execution_env=args.execution_env,
+                              data=args.data)
     print(f"wrote {folder} (serve it with the repository; explain with --model URL/{args.model})")

@@ -40,6 +40,7 @@ class Limits:
     max_concurrency: int = 1
     max_queue: int = 8
     max_forward_passes: int = DEFAULT_MAX_PASSES
+    data: str | None = None  # the folder of images prediction difference draws from
 
 
 class Busy(Exception):
@@ -108,7 +109,8 @@ class ExplainerService(kserve.Model):
         if params is None:
             raise InvalidInput('"parameters" must be a JSON object')
         method, target = params.pop("method", "occlusion"), params.pop("target", None)
-        options = _invalid_input(check_request, method, params, max_forward_passes=self.limits.max_forward_passes)
+        options = _invalid_input(check_request, method, params, max_forward_passes=self.limits.max_forward_passes,
+                                 shape=self.model.spec.preprocessing.size)
         if self._admitted >= self.limits.max_concurrency + self.limits.max_queue:
             raise Busy(f"the server is busy ({self._admitted} explanations running or waiting); retry later")
         self._admitted += 1
@@ -121,7 +123,7 @@ class ExplainerService(kserve.Model):
 
     def _one(self, pixels: np.ndarray, method: str, target: Any, options: dict[str, Any]) -> dict[str, Any]:
         x = _invalid_input(load_input, self.model, pixels).x
-        e = _invalid_input(explain_tensor, self.model, method, x, target, options)
+        e = _invalid_input(explain_tensor, self.model, method, x, target, options, data=self.limits.data)
         return {"map": encode_array(e.map), "record": record(e),
                 "arrays": {k: encode_array(np.asarray(v)) for k, v in e.arrays.items()}}
 

@@ -66,7 +66,7 @@ def _check_number(name: str, value: float) -> None:
         raise InputError(f"option {name}: {value!r} is not a finite number below 1e9")
 
 
-def _passes(method: str, options: Mapping[str, Any]) -> int:
+def _passes(method: str, options: Mapping[str, Any], shape: tuple[int, int]) -> int:
     """Forward passes the request asks for (an upper bound; occlusion is bounded by the image)."""
     if method == "rise":
         return int(options.get("num_masks", 4000))
@@ -80,11 +80,13 @@ def _passes(method: str, options: Mapping[str, Any]) -> int:
         from ..methods.prediction_difference import prediction_difference_cost
 
         keys = ("window_size", "stride", "num_samples", "coarse_to_fine")
-        return int(prediction_difference_cost(**{k: options[k] for k in keys if k in options})["forward_passes"])
+        given = {k: options[k] for k in keys if k in options}
+        return int(prediction_difference_cost(shape, **given)["forward_passes"])
     return 0
 
 
-def check_request(method: Any, options: Any, *, max_forward_passes: int = DEFAULT_MAX_PASSES) -> dict[str, Any]:
+def check_request(method: Any, options: Any, *, max_forward_passes: int = DEFAULT_MAX_PASSES,
+                  shape: tuple[int, int] = (224, 224)) -> dict[str, Any]:
     """Validate a request's method and options; return the options as keyword arguments.
 
     Parameters
@@ -93,6 +95,7 @@ def check_request(method: Any, options: Any, *, max_forward_passes: int = DEFAUL
     options : mapping of option name (the method's keyword argument) to a JSON value
     max_forward_passes : int
         Refuse requests that would run the model more often than this.
+    shape : (H, W), the model's input size
     """
     if not isinstance(method, str):
         raise InputError("parameters.method must be a method name")
@@ -109,15 +112,23 @@ def check_request(method: Any, options: Any, *, max_forward_passes: int = DEFAUL
         if name not in accepted:
             raise InputError(f"{method} has no option {name!r}; it takes {', '.join(sorted(accepted))}")
         _check_value(name, value)
-    passes = _passes(method, options)
+    passes = _passes(method, options, tuple(shape))
     if passes > max_forward_passes:
         raise InputError(f"the request needs {passes} forward passes; this server allows {max_forward_passes}")
     return dict(options)
 
 
 def explain_tensor(model: Any, method: str, x: np.ndarray, target: int | str | None,
-                   options: Mapping[str, Any]) -> Explanation:
-    """Run a checked request on ``x`` : (1, C, H, W) float32 (NCHW), on the server's CPU or GPU."""
+                   options: Mapping[str, Any], *, data: str | None = None) -> Explanation:
+    """Run a checked request on ``x`` : (1, C, H, W) float32 (NCHW), on the server's CPU or GPU.
+
+    ``data``: the server's folder of images for prediction difference (its ``data`` option).
+    """
+    if method == "prediction-difference":
+        if not data:
+            raise InputError("prediction-difference needs a folder of images on the server; this one has "
+                             "none (export-explainer --data FOLDER, or serve --data FOLDER)")
+        options = {**options, "data": data}
     return method_function(method)(model, x, target, progress=False, **options)
 
 

@@ -23,6 +23,7 @@ def add_parser(sub: Any, model_options: Callable[[argparse.ArgumentParser], None
     p.add_argument("--max-queue", type=int, default=8, help="explanations waiting; more get 503")
     p.add_argument("--max-forward-passes", type=int, default=DEFAULT_MAX_PASSES,
                    help="refuse requests that need more forward passes")
+    p.add_argument("--data", metavar="FOLDER", help="images prediction difference draws its samples from")
     model_options(p)
 
 
@@ -55,4 +56,5 @@ def cmd_serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any
     model = load(args)
     name = _name(args, model)
     print(f"serving {name} on http://{args.host}:{args.port}/v1/models/{name}:explain", flush=True)
-    kserve_server.run(model, name, host=args.host, port=args.port, limits=kserve_server.Limits(**numbers))
+    limits = kserve_server.Limits(**numbers, data=args.data)
+    kserve_server.run(model, name, host=args.host, port=args.port, limits=limits)

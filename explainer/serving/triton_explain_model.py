@@ -54,6 +54,9 @@ class TritonPythonModel:
         self.served = json.loads(params["explainer.served"])
         self.max_passes = int(params.get("explainer.max_forward_passes", "100000"))
         self.in_flight = int(params.get("explainer.in_flight", "2"))
+        self.shape = tuple(json.loads(self.served["preprocessing"])["size"])
+        data = params.get("explainer.data", "")
+        self.data = os.path.join(os.path.dirname(os.path.abspath(__file__)), data) if data else None
         self.dtype = _DTYPES.get(self.served.get("datatype", "TYPE_FP32"), np.float32)
         self.gpu = _has_gpu()
         self.model = None  # built on the first request: BLS is not available in initialize
@@ -90,11 +93,13 @@ class TritonPythonModel:
             if not isinstance(body, dict):
                 raise InputError("the request must be a JSON object")
             method = body.get("method")
-            options = check_request(method, body.get("options", {}), max_forward_passes=self.max_passes)
+            options = check_request(method, body.get("options", {}), max_forward_passes=self.max_passes,
+                                    shape=self.shape)
             if self.model is None:
                 self.model = ServedModel(self.served, self._infer, in_flight=self.in_flight,
                                          device_arrays=self.gpu)
-            result = explain_tensor(self.model, method, np.asarray(x, np.float32), body.get("target"), options)
+            result = explain_tensor(self.model, method, np.asarray(x, np.float32), body.get("target"), options,
+                                    data=self.data)
             out = [pb_utils.Tensor("map", np.ascontiguousarray(result.map, dtype=np.float32)),
                    pb_utils.Tensor("record", np.array([json.dumps(record(result)).encode()], dtype=np.object_)),
                    pb_utils.Tensor("arrays", np.array([pack_arrays(result.arrays)], dtype=np.object_))]
