@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 import explainer
+from explainer.cli import main
 from explainer.imaging import read_image
-from explainer.serving.kserve_server import decode_array, encode_array
+from explainer.serving.requests import decode_array, encode_array  # no kserve import here: its protos
+# clash with tritonclient.grpc's in one process (the server runs in its own)
 from explainer.triton_server import PROJECT, free_port
 
 COFFEE = PROJECT / "models" / "efficientnet_lite0" / "examples" / "coffee.png"
@@ -26,6 +28,17 @@ def test_arrays_travel_as_base64_json():
     d = json.loads(json.dumps(encode_array(a)))
     assert d["dtype"] == "float32" and d["shape"] == [3, 4]
     np.testing.assert_array_equal(decode_array(d), a)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "grpc://127.0.0.1:1/m"], "over http:// or https://"),
+    (["--max-instances", "0"], "--max-instances must be a positive integer"),
+    (["--port", "70000"], "--port must be 1-65535"),
+])
+def test_serve_refuses_bad_options_before_loading_anything(args, message, capsys):
+    assert main(["serve", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert "kserve" not in sys.modules  # checked before the SDK is imported
 
 
 @pytest.fixture(scope="module")

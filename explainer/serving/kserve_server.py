@@ -18,7 +18,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import kserve
 import numpy as np
@@ -28,7 +28,7 @@ from ..api import classify
 from ..errors import InputError
 from ..imaging import decode_image
 from ..methods.common import load_input
-from .requests import DEFAULT_MAX_PASSES, check_request, explain_tensor, record
+from .requests import DEFAULT_MAX_PASSES, check_request, encode_array, explain_tensor, record
 
 
 @dataclass(frozen=True)
@@ -45,18 +45,6 @@ class Limits:
 
 class Busy(Exception):
     """More explanations waiting than the queue holds (HTTP 503)."""
-
-
-def encode_array(a: np.ndarray) -> dict[str, Any]:
-    """An array as JSON: base64 of its little-endian bytes, dtype and shape."""
-    a = np.ascontiguousarray(a)
-    a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-    return {"b64": base64.b64encode(a.tobytes()).decode("ascii"), "dtype": a.dtype.name, "shape": list(a.shape)}
-
-
-def decode_array(d: Mapping[str, Any]) -> np.ndarray:
-    """Inverse of :func:`encode_array`."""
-    return np.frombuffer(base64.b64decode(d["b64"]), dtype=np.dtype(d["dtype"]).newbyteorder("<")).reshape(d["shape"])
 
 
 def instance_images(payload: Any, max_instances: int) -> list[np.ndarray]:

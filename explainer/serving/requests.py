@@ -12,6 +12,7 @@ The method functions are imported one by one, so a server needs only what they i
 
 from __future__ import annotations
 
+import base64
 import importlib
 import inspect
 import io
@@ -156,3 +157,15 @@ def unpack_arrays(data: bytes) -> dict[str, np.ndarray]:
         return {}
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def encode_array(a: np.ndarray) -> dict[str, Any]:
+    """An array as JSON: base64 of its little-endian bytes, dtype and shape."""
+    a = np.ascontiguousarray(a)
+    a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+    return {"b64": base64.b64encode(a.tobytes()).decode("ascii"), "dtype": a.dtype.name, "shape": list(a.shape)}
+
+
+def decode_array(d: Mapping[str, Any]) -> np.ndarray:
+    """Inverse of :func:`encode_array`."""
+    return np.frombuffer(base64.b64decode(d["b64"]), dtype=np.dtype(d["dtype"]).newbyteorder("<")).reshape(d["shape"])

@@ -39,13 +39,9 @@ def _name(args: argparse.Namespace, model: Any) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> None:
-    argv, sys.argv = sys.argv, sys.argv[:1]  # kserve parses sys.argv when imported
-    try:
-        from . import kserve_server
-    except ImportError:
-        raise InputError("explainer serve needs the KServe SDK: pip install 'explainer[serve]'") from None
-    finally:
-        sys.argv = argv
+    if str(args.model or "").startswith("grpc"):
+        raise InputError("explainer serve reaches Triton over http:// or https:// (the KServe SDK and "
+                         "tritonclient's gRPC module cannot be loaded in one process)")
     numbers = {k: getattr(args, k) for k in ("max_body_bytes", "max_instances", "max_concurrency",
                                              "max_queue", "max_forward_passes")}
     for key, value in numbers.items():
@@ -53,6 +49,13 @@ def cmd_serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any
             raise InputError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be 1-65535, got {args.port}")
+    argv, sys.argv = sys.argv, sys.argv[:1]  # kserve parses sys.argv when imported
+    try:
+        from . import kserve_server
+    except ImportError:
+        raise InputError("explainer serve needs the KServe SDK: pip install 'explainer[serve]'") from None
+    finally:
+        sys.argv = argv
     model = load(args)
     name = _name(args, model)
     print(f"serving {name} on http://{args.host}:{args.port}/v1/models/{name}:explain", flush=True)
