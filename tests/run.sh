@@ -14,5 +14,5 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 python3 -m venv .venv
-.venv/bin/pip install -q -e '.[cpu,test]'
+.venv/bin/pip install -q -e '.[test]'
 exec .venv/bin/python -m pytest "$@"
