@@ -110,7 +110,8 @@ def test_export_explainer_writes_a_python_backend_model(tmp_path, tiny):
     assert (version / "model.py").read_text().startswith('"""Triton Python-backend model')
     assert (version / "explainer" / "methods" / "occlusion.py").is_file()
     assert "from ." not in (version / "explainer" / "__init__.py").read_text()  # no client stack in the server
-    assert not list(version.rglob("__pycache__"))
+    assert not list(version.rglob("__pycache__")) and not (version / "explainer" / "data").exists()
+    assert {p.suffix for p in (version / "explainer").rglob("*") if p.is_file()} == {".py"}
     export_explainer(tmp_path, "tiny")  # again: replaces the copy
     assert served_config(tmp_path, "tiny") == cfg.parameters["explainer.served"].string_value
 

@@ -25,6 +25,11 @@ PACKAGE = Path(__file__).resolve().parent.parent
 _INIT = '"""explainer, as shipped with a Triton explainer model: import the modules you need."""\n'
 
 
+def _sources_only(folder: str, names: list[str]) -> list[str]:
+    """``copytree``'s ignore: everything but the package's Python sources (no bundled model, no caches)."""
+    return [n for n in names if n in ("__pycache__", "data") or not (n.endswith(".py") or Path(folder, n).is_dir())]
+
+
 def explain_model_name(forward: str) -> str:
     """The conventional name of ``forward``'s explainer model."""
     return f"{forward}_explain"
@@ -112,7 +117,7 @@ def export_explainer(repo: str | Path, model: str, *, instances: int = 1, in_fli
     shutil.rmtree(version / "explainer", ignore_errors=True)
     shutil.rmtree(version / "data", ignore_errors=True)
     version.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(PACKAGE, version / "explainer", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(PACKAGE, version / "explainer", ignore=_sources_only)
     (version / "explainer" / "__init__.py").write_text(_INIT, encoding="utf-8")
     shutil.copyfile(Path(__file__).with_name("triton_explain_model.py"), version / "model.py")
     if files:
