@@ -137,6 +137,24 @@ def test_server_side_on_needs_a_triton_endpoint(tmp_path, tiny, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+def test_the_shipped_package_imports_in_the_server_environment(tmp_path, tiny):
+    """Every server-side method's module imports with the server's packages (numpy < 2, no tritonclient
+    needed, SERVER_PACKAGES) from the copy shipped with the model."""
+    import subprocess
+
+    from explainer.triton_server import ensure_venv
+
+    write_model(tmp_path, tiny["nchw"], "tiny")
+    version = export_explainer(tmp_path, "tiny") / "1"
+    code = ("import sys; sys.path.insert(0, '.'); import explainer.serving.bls as b, explainer.serving.requests as r; "
+            "[r.method_function(m) for m in r.MODULES]; print(sys.modules['explainer'].__file__)")
+    out = subprocess.run([str(ensure_venv() / "bin" / "python"), "-c", code], cwd=version,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == str(version / "explainer" / "__init__.py")
+
+
 # -- against the real local Triton server ------------------------------------------------------------
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from ..errors import InputError
 from .requests import DEFAULT_MAX_PASSES, MODULES
 
-SERVER_PACKAGES = ["numpy", "onnx>=1.16", "scipy>=1.10", "Pillow>=10", "tqdm>=4.66", "scikit-image>=0.22",
-                   "scikit-learn>=1.3"]
+SERVER_PACKAGES = ["numpy", "onnx>=1.16", "platformdirs>=3", "scipy>=1.10", "Pillow>=10", "tqdm>=4.66",
+                   "scikit-image>=0.22", "scikit-learn>=1.3"]
 PACKAGE = Path(__file__).resolve().parent.parent
 _INIT = '"""explainer, as shipped with a Triton explainer model: import the modules you need."""\n'
 
