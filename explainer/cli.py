@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import warnings
@@ -11,15 +12,15 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from . import api
+from . import __version__, api
 from .audit import commands as audit_commands
 from .backends.base import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
-from .errors import InputError
+from .errors import ExplainerError, InputError
 from .explanation import safe_stem
-from .graph.export_command import add_parser as add_export_gradients, cmd_export_gradients
+from .export_command import add_parser as add_export_gradients, cmd_export_gradients
 from .graph.inspect import default_feature_layer, layers
-from .methods import discover
+from .methods import default_of, discover, flag_registry
 from .methods.common import load_input
 
 
@@ -29,6 +30,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 METHODS = discover()
+FLAGS = flag_registry(METHODS)  # refuses conflicting declarations of a shared flag, at import
+EPILOG = """examples:
+  explainer classify photo.jpg
+  explainer explain photo.jpg --method occlusion --out maps/
+  explainer explain photo.jpg --method lime --num-samples 1000 --out maps/
+  explainer explain photo.jpg --method grad-cam --model grpc://localhost:8001/resnet --out maps/
+  explainer explain --method lime --help      (LIME's options only)
+exit status: 0 done, 2 bad input, 3 the model or server failed, 1 internal error"""
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -59,8 +68,49 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--tls-insecure", action="store_true", help="https://: do not verify the server")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="explainer", description="Explain deployed image classifiers.")
+def _method_help(info: Any, opt: Any) -> str:
+    default = default_of(info, opt.dest)
+    text = opt.kwargs.get("help", "")
+    if default is not None and default is not inspect.Parameter.empty \
+            and "default" not in text:
+        text = f"{text} (default: {default})".strip()
+    return text.replace("%", "%%").replace("%%%%", "%%")
+
+
+def _add_method_options(e: argparse.ArgumentParser, chosen: str | None) -> None:
+    """One help group per method (only ``chosen``'s when given); every flag parses either way."""
+    added: set[str] = set()
+    for info in sorted(METHODS.values(), key=lambda m: (m.name != chosen, m.name)):
+        if chosen is not None and info.name != chosen:
+            continue
+        group = e.add_argument_group(f"--method {info.name}", info.help)
+        for opt in info.options:
+            if opt.flag in added:
+                continue
+            added.add(opt.flag)
+            kwargs = {**opt.kwargs, "help": _method_help(info, opt)}
+            group.add_argument(opt.flag, dest=opt.dest, default=argparse.SUPPRESS, **kwargs)
+    for flag, opt in FLAGS.items():
+        if flag not in added:
+            kwargs = {**opt.kwargs, "help": argparse.SUPPRESS if chosen else opt.kwargs.get("help")}
+            e.add_argument(flag, dest=opt.dest, default=argparse.SUPPRESS, **kwargs)
+
+
+def _chosen_method(argv: Sequence[str] | None) -> str | None:
+    """The --method value in ``argv`` when it names a method (to show its options only in --help)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--method=") else \
+            (args[i + 1] if a == "--method" and i + 1 < len(args) else None)
+        if value in METHODS:
+            return value
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="explainer", description="Explain deployed image classifiers.", epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"explainer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("classify", help="top-K classes of images")
     c.add_argument("images", nargs="+", metavar="IMAGE")
@@ -82,12 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resume", action="store_true",
                    help="skip images whose <stem>.<method>.json is already in --out")
     _model_options(e)
-    seen: set[str] = set()
-    for info in METHODS.values():
-        for opt in info.options:
-            if opt.flag not in seen:
-                seen.add(opt.flag)
-                e.add_argument(opt.flag, dest=opt.dest, default=argparse.SUPPRESS, **opt.kwargs)
+    _add_method_options(e, _chosen_method(argv) if argv is not None else None)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
     s.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent / "triton_repo",
                    help="a Triton model repository with ONNX models (default: the bundled triton_repo)")
@@ -101,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _method_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
     """The options the user gave, refusing those the chosen method does not take."""
     mine = {opt.dest for opt in info.options}
-    every = {opt.dest: opt.flag for m in METHODS.values() for opt in m.options}
+    every = {opt.dest: flag for flag, opt in FLAGS.items()}
     for dest, flag in every.items():
         if hasattr(args, dest) and dest not in mine:
             raise InputError(f"{flag} does not apply to --method {info.name}")
@@ -115,7 +160,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
-    from .backends.triton_endpoints import Tls
+    from .backends.triton.endpoints import Tls
 
     files = (args.tls_ca_cert, args.tls_client_cert, args.tls_client_key)
     tls = Tls(*files, insecure=args.tls_insecure) if any(files) or args.tls_insecure else None
@@ -125,7 +170,7 @@ def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_triton_server(args: argparse.Namespace) -> None:
-    from .triton_server import serve
+    from .backends.triton.server import serve
 
     serve(args.repo, http_port=args.http_port, grpc_port=args.grpc_port)
 
@@ -152,7 +197,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     feature = None if remote else default_feature_layer(proto, spec.preprocessing.layout)
     deployed = None
     if remote:
-        from .backends.triton_inventory import companions
+        from .backends.triton.inventory import companions
 
         deployed = companions(model)
         default = next((c["layers"][0] for c in deployed if c.get("default_layer") and c["layers"]), None)
@@ -221,7 +266,10 @@ COMMANDS["export-gradients"] = cmd_export_gradients
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; errors print one line on stderr and return 2.
+    """Run the command; errors print one line on stderr and return the error's exit status.
+
+    2: bad input (``InputError``); 3: the model or server failed (``ModelError``,
+    ``ServerError``); 1: an internal error; 130: interrupted.
 
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
@@ -229,12 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            args = build_parser().parse_args(argv)
+            args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
             COMMANDS[args.command](args)
         return 0
-    except InputError as e:
+    except ExplainerError as e:
         print(f"explainer: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("explainer: interrupted", file=sys.stderr)
         return 130

@@ -13,3 +13,15 @@ def bundled():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+SLOW_MODULES = ("test_triton", "test_triton_faults", "test_triton_gradients", "test_triton_layers")
+SLOW_TESTS = {"test_report_renders_in_headless_chromium"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tier: everything that starts a Triton server or a browser (``pytest -m "not slow"``
+    leaves them out; the full suite, the README's test command and CI, runs them)."""
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends.base import Model, scores
+from ..model import Model, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks

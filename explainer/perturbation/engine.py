@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..backends.base import Model, batch_slices
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..xp import to_numpy
 
 
@@ -46,7 +46,7 @@ def timed_predict(model: Model, batch: Any, stats: RunStats, *, first: int | Non
     stats.forward_passes += feed.shape[0]
     if not np.all(np.isfinite(out)):
         where = "" if first is None else f" (inputs {first}-{first + feed.shape[0] - 1})"
-        raise InputError(f"the model returned NaN or Inf for a batch of {feed.shape[0]} inputs{where}")
+        raise ModelError(f"the model returned NaN or Inf for a batch of {feed.shape[0]} inputs{where}")
     return out
 
 

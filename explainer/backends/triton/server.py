@@ -4,7 +4,7 @@ The ``tritonserver`` binary shipped in the PyPI package nvidia-pytriton (Triton 
 Python backend only; it pins numpy < 2) is installed on first use into a virtual
 environment of its own, ``.venv-triton`` beside the project (or
 ``$EXPLAINER_TRITON_VENV``). The production repository is turned into a
-python-backend copy (:func:`explainer.triton_repo.python_backend_repo`) and served
+python-backend copy (:func:`explainer.backends.triton.repo.python_backend_repo`) and served
 on 127.0.0.1 only.
 """
 
@@ -25,10 +25,10 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
-from .triton_repo import python_backend_repo
+from ...errors import InputError
+from .repo import python_backend_repo
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[3]
 PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime>=1.18", "numpy<2"]
 _READY = ".explainer-ready"
 
