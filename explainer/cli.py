@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from . import __version__, api
 from .audit import commands as audit_commands
-from .backends.base import to_layout
+from .model import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backends.base import Model, batch_slices, scores
+from .model import Model, batch_slices, scores
 from .errors import InputError
 from .methods.common import load_input
 

@@ -1,16 +1,17 @@
 """The package's exception types and the exit status the command line gives each.
 
-=================  ======  =====================================================
-exception          exit    meaning
-=================  ======  =====================================================
-``InputError``     2       the user gave something we cannot use (a missing file,
-                           a non-classifier model, a bad option, a capability the
-                           backend lacks: the message names the fix)
-``ModelError``     3       the model failed while running (a runtime error, NaN
-                           or a wrongly shaped output)
-``ServerError``    3       a server (Triton) could not be reached or failed a
-                           request after its retries; a ``ModelError``
-=================  ======  =====================================================
+===================  ======  =====================================================
+exception            exit    meaning
+===================  ======  =====================================================
+``InputError``       2       the user gave something we cannot use (a missing file,
+                             a non-classifier model, a bad option)
+``CapabilityError``  2       an ``InputError``: the model lacks a capability the
+                             method needs; the message names the fix
+``ModelError``       3       the model failed while running (a runtime error, NaN
+                             or a wrongly shaped output)
+``ServerError``      3       a server (Triton) could not be reached or failed a
+                             request after its retries; a ``ModelError``
+===================  ======  =====================================================
 
 Library callers tell them apart by type: ``except InputError`` (also a ``ValueError``)
 versus ``except ModelError`` (also a ``RuntimeError``).
@@ -30,6 +31,11 @@ class InputError(ExplainerError, ValueError):
     """
 
     exit_code = 2
+
+
+class CapabilityError(InputError):
+    """The model cannot do what a method asks (no gradients, no layers, no ONNX file...); the
+    message names the fix (an export command, another method or backend). Exit status 2."""
 
 
 class ModelError(ExplainerError, RuntimeError):

@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import CapabilityError, InputError
 from .graph.inspect import Layer
 from .imaging import Preprocessing
 
@@ -68,10 +68,6 @@ class ModelSpec:
         """(C, H, W) of one input in NCHW order."""
         h, w = self.preprocessing.size
         return (self.preprocessing.channels, h, w)
-
-
-class CapabilityError(InputError):
-    """The model cannot do what a method asks (no gradients, no layers...): exit 2, names the fix."""
 
 
 @runtime_checkable

@@ -3,7 +3,7 @@
 # - Debian's chromium for the audit report's browser test (when missing and apt-get is usable);
 # - the project's virtual environment with the test extra;
 # - the local Triton server's own environment (.venv-triton, numpy<2) is created by the
-#   tests themselves on first use (explainer.triton_server).
+#   tests themselves on first use (explainer.backends.triton.server).
 set -eu
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -53,8 +53,8 @@ class TritonModel(TritonCapabilities):
 
     backend = "triton"
     has_gradients = True
-    gradient_model: str | None = None  # a deployed gradient model's name, else by convention (triton_gradients)
-    layers_model: str | None = None  # a deployed layers model's name, else MODEL_layers (triton_layers)
+    gradient_model: str | None = None  # a deployed gradient model's name, else by convention (.naming)
+    layers_model: str | None = None  # a deployed layers model's name, else MODEL_layers (.naming)
 
     def __init__(self, source: str, *, labels: Sequence[str] | None = None, concurrency: int | None = None,
                  timeout: float = 60.0, headers: Mapping[str, str] | Sequence[str] | None = None,

@@ -1,4 +1,4 @@
-"""Talking to Triton replicas: per-thread clients, load spreading, safe retries (URLs: triton_endpoints).
+"""Talking to Triton replicas: per-thread clients, load spreading, safe retries (URLs: .endpoints).
 
 Retries happen only where they are safe: a connection failure (the replica is set
 aside for a while and the request goes to another one; its clients are rebuilt so a
