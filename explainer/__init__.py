@@ -5,6 +5,7 @@ from .backends.function import from_function
 from .errors import InputError, ModelError, ServerError
 from .explanation import Explanation
 from .imaging import Preprocessing, preprocess, read_image
+from .paths import package_version
 from .methods.occlusion import occlusion_sensitivity
 from .methods.lime import lime as image_lime
 from .methods.rise import rise
@@ -20,4 +21,4 @@ from .methods.grad_cam import cam, grad_cam
 from .methods.deep_dream import deep_dream
 __all__ += ["gradient", "guided_backprop", "deconvnet", "integrated_gradients", "grad_cam", "cam", "deep_dream"]
 __all__ += ["from_function", "model_from_description"]
-__version__ = "0.1.0"
+__version__ = package_version()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import warnings
@@ -12,7 +11,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from . import __version__, api
+from . import api
 from .audit import commands as audit_commands
 from .model import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
@@ -20,8 +19,9 @@ from .errors import ExplainerError, InputError
 from .explanation import safe_stem
 from .export_command import add_parser as add_export_gradients, cmd_export_gradients
 from .graph.inspect import default_feature_layer, layers
-from .methods import default_of, discover, flag_registry
+from .cli_methods import FLAGS, METHODS, add_method_options, chosen_method
 from .methods.common import load_input
+from .paths import bundled_examples, package_version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,8 +29,6 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
-METHODS = discover()
-FLAGS = flag_registry(METHODS)  # refuses conflicting declarations of a shared flag, at import
 EPILOG = """examples:
   explainer classify photo.jpg
   explainer explain photo.jpg --method occlusion --out maps/
@@ -68,55 +66,18 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--tls-insecure", action="store_true", help="https://: do not verify the server")
 
 
-def _method_help(info: Any, opt: Any) -> str:
-    default = default_of(info, opt.dest)
-    text = opt.kwargs.get("help", "")
-    if default is not None and default is not inspect.Parameter.empty \
-            and "default" not in text:
-        text = f"{text} (default: {default})".strip()
-    return text.replace("%", "%%").replace("%%%%", "%%")
-
-
-def _add_method_options(e: argparse.ArgumentParser, chosen: str | None) -> None:
-    """One help group per method (only ``chosen``'s when given); every flag parses either way."""
-    added: set[str] = set()
-    for info in sorted(METHODS.values(), key=lambda m: (m.name != chosen, m.name)):
-        if chosen is not None and info.name != chosen:
-            continue
-        group = e.add_argument_group(f"--method {info.name}", info.help)
-        for opt in info.options:
-            if opt.flag in added:
-                continue
-            added.add(opt.flag)
-            kwargs = {**opt.kwargs, "help": _method_help(info, opt)}
-            group.add_argument(opt.flag, dest=opt.dest, default=argparse.SUPPRESS, **kwargs)
-    for flag, opt in FLAGS.items():
-        if flag not in added:
-            kwargs = {**opt.kwargs, "help": argparse.SUPPRESS if chosen else opt.kwargs.get("help")}
-            e.add_argument(flag, dest=opt.dest, default=argparse.SUPPRESS, **kwargs)
-
-
-def _chosen_method(argv: Sequence[str] | None) -> str | None:
-    """The --method value in ``argv`` when it names a method (to show its options only in --help)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    for i, a in enumerate(args):
-        value = a.split("=", 1)[1] if a.startswith("--method=") else \
-            (args[i + 1] if a == "--method" and i + 1 < len(args) else None)
-        if value in METHODS:
-            return value
-    return None
-
-
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="explainer", description="Explain deployed image classifiers.", epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"explainer {__version__}")
+    parser.add_argument("--version", action="version", version=f"explainer {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("classify", help="top-K classes of images")
     c.add_argument("images", nargs="+", metavar="IMAGE")
     c.add_argument("--top", type=int, default=5)
     c.add_argument("--json", action="store_true")
     _model_options(c)
+    x = sub.add_parser("examples", help="paths of the bundled example images (shipped with the package)")
+    x.add_argument("name", nargs="?", help="print only this example's path (e.g. coffee)")
     i = sub.add_parser("inspect", help="inputs, outputs, preprocessing and layers of a model")
     i.add_argument("--json", action="store_true")
     _model_options(i)
@@ -132,10 +93,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--resume", action="store_true",
                    help="skip images whose <stem>.<method>.json is already in --out")
     _model_options(e)
-    _add_method_options(e, _chosen_method(argv) if argv is not None else None)
+    add_method_options(e, chosen_method(argv) if argv is not None else None)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
-    s.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent / "triton_repo",
-                   help="a Triton model repository with ONNX models (default: the bundled triton_repo)")
+    s.add_argument("--repo", type=Path, help="a Triton model repository with ONNX models (default: the "
+                   "checkout's triton_repo, or one serving the bundled model)")
+    s.add_argument("--setup", action="store_true",
+                   help="only set up the server's own environment (once, about a minute) and exit")
     s.add_argument("--http-port", type=int, default=8000)
     s.add_argument("--grpc-port", type=int, default=8001)
     audit_commands.add_parsers(sub, _model_options)
@@ -170,9 +133,13 @@ def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_triton_server(args: argparse.Namespace) -> None:
-    from .backends.triton.server import serve
+    from .backends.triton.server import ensure_venv, serve
+    from .paths import default_triton_repo
 
-    serve(args.repo, http_port=args.http_port, grpc_port=args.grpc_port)
+    if args.setup:
+        print(ensure_venv())
+        return
+    serve(args.repo or default_triton_repo(), http_port=args.http_port, grpc_port=args.grpc_port)
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
@@ -186,6 +153,15 @@ def cmd_classify(args: argparse.Namespace) -> None:
         print(path)
         for r in top:
             print(f"  {r['index']:5d}  {r['probability']:.4f}  {r['label']}")
+
+
+def cmd_examples(args: argparse.Namespace) -> None:
+    found = {p.stem: p for p in bundled_examples()}
+    if args.name is not None and args.name not in found:
+        raise InputError(f"no bundled example {args.name!r} (there are: {', '.join(found)})")
+    for name, path in found.items():
+        if args.name in (None, name):
+            print(path)
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -259,7 +235,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2, allow_nan=False))
 
 
-COMMANDS = {"classify": cmd_classify, "inspect": cmd_inspect, "explain": cmd_explain,
+COMMANDS = {"classify": cmd_classify, "examples": cmd_examples, "inspect": cmd_inspect, "explain": cmd_explain,
             "triton-server": cmd_triton_server}
 COMMANDS.update(audit_commands.commands(_load))
 COMMANDS["export-gradients"] = cmd_export_gradients

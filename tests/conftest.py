@@ -15,6 +15,16 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def triton_environment(request):
+    """Modules that start a local Triton server first set up its environment: the explicit,
+    announced step (explainer.backends.triton.server.ensure_venv); starting a server never installs."""
+    if request.module.__name__.split(".")[-1].startswith("test_triton"):
+        from explainer.backends.triton.server import ensure_venv
+
+        ensure_venv()
+
+
 SLOW_MODULES = ("test_triton", "test_triton_faults", "test_triton_gradients", "test_triton_layers")
 SLOW_TESTS = {"test_report_renders_in_headless_chromium"}
 

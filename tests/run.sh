@@ -1,9 +1,12 @@
 #!/usr/bin/env sh
 # The whole test set-up on a fresh machine, then the tests (the README's test command).
 # - Debian's chromium for the audit report's browser test (when missing and apt-get is usable);
-# - the project's virtual environment with the test extra;
-# - the local Triton server's own environment (.venv-triton, numpy<2) is created by the
-#   tests themselves on first use (explainer.backends.triton.server).
+# - the project's virtual environment (editable, the CPU runtime and the test extra);
+# - the local Triton server's own environment (numpy<2; platformdirs' user data folder or
+#   $EXPLAINER_TRITON_VENV) is set up by the Triton tests before their first server
+#   (explainer.backends.triton.server.ensure_venv, announced);
+# - tests/test_install.py (marked slow) builds the wheel and installs it into a fresh
+#   virtual environment outside the checkout (pip's cache is reused between runs).
 set -eu
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
