@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import explainer  # noqa: E402
 from explainer.methods.common import load_input  # noqa: E402
-from explainer.serving.client import explain_served  # noqa: E402
-from explainer.serving.export import export_explainer  # noqa: E402
-from explainer.triton_repo import write_model  # noqa: E402
-from explainer.triton_server import LocalTritonServer  # noqa: E402
+from explainer.backends.triton.explain_client import explain_served  # noqa: E402
+from explainer.backends.triton.explain_export import export_explainer  # noqa: E402
+from explainer.backends.triton.repo import write_model  # noqa: E402
+from explainer.backends.triton.server import LocalTritonServer  # noqa: E402
 from throttle import Throttle  # noqa: E402
 
 MODEL = "efficientnet_lite0"

@@ -4,7 +4,7 @@
 # - the project's virtual environment (editable, the CPU runtime and the test extra);
 # - the local Triton server's own environment (numpy<2; platformdirs' user data folder or
 #   $EXPLAINER_TRITON_VENV) is set up by the Triton tests before their first server
-#   (explainer.triton_server.ensure_venv, announced);
+#   (explainer.backends.triton.server.ensure_venv, announced);
 # - tests/test_install.py (marked slow) builds the wheel and installs it into a fresh
 #   virtual environment outside the checkout (pip's cache is reused between runs).
 set -eu

@@ -17,7 +17,7 @@ from explainer.cli import main
 from explainer.imaging import read_image
 from explainer.serving.requests import decode_array, encode_array  # no kserve import here: its protos
 # clash with tritonclient.grpc's in one process (the server runs in its own)
-from explainer.triton_server import PROJECT, free_port
+from explainer.backends.triton.server import PROJECT, free_port
 
 COFFEE = PROJECT / "models" / "efficientnet_lite0" / "examples" / "coffee.png"
 NAME = "efficientnet_lite0"

@@ -17,7 +17,7 @@ from explainer.cli import main
 from explainer.errors import InputError
 from explainer.imaging import Preprocessing, crop_box, fit_pixels
 from explainer.runtime_check import onnxruntime_distributions, runtime_problem
-from explainer.triton_server import LocalTritonServer
+from explainer.backends.triton.server import LocalTritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 COFFEE = ROOT / "models" / "efficientnet_lite0" / "examples" / "coffee.png"

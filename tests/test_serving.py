@@ -11,11 +11,11 @@ import explainer
 from explainer.cli import main
 from explainer.errors import InputError
 from explainer.imaging import Preprocessing
-from explainer.serving.bls import ServedModel
-from explainer.serving.export import explain_model_name, export_explainer, served_config
+from explainer.backends.triton.served import ServedModel
+from explainer.backends.triton.explain_export import explain_model_name, export_explainer, served_config
 from explainer.serving.requests import MODULES, check_request, pack_arrays, unpack_arrays
-from explainer.triton_repo import _model_config, write_model
-from explainer.triton_server import PROJECT, LocalTritonServer
+from explainer.backends.triton.repo import _model_config, write_model
+from explainer.backends.triton.server import PROJECT, LocalTritonServer
 from tiny import linear_classifier
 
 PRE = {"size": [16, 16], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -143,12 +143,13 @@ def test_the_shipped_package_imports_in_the_server_environment(tmp_path, tiny):
     needed, SERVER_PACKAGES) from the copy shipped with the model."""
     import subprocess
 
-    from explainer.triton_server import ensure_venv
+    from explainer.backends.triton.server import ensure_venv
 
     write_model(tmp_path, tiny["nchw"], "tiny")
     version = export_explainer(tmp_path, "tiny") / "1"
-    code = ("import sys; sys.path.insert(0, '.'); import explainer.serving.bls as b, explainer.serving.requests as r; "
-            "[r.method_function(m) for m in r.MODULES]; print(sys.modules['explainer'].__file__)")
+    code = ("import sys; sys.path.insert(0, '.'); import explainer.backends.triton.served, "
+            "explainer.serving.requests as r; [r.method_function(m) for m in r.MODULES]; "
+            "print(sys.modules['explainer'].__file__)")
     out = subprocess.run([str(ensure_venv() / "bin" / "python"), "-c", code], cwd=version,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-500:]
@@ -191,7 +192,7 @@ def server(tmp_path_factory, tiny):
     ("integrated-gradients", dict(num_steps=7, mini_batch_size=3)),
 ])
 def test_server_side_maps_equal_client_side(server, tmp_path, method, options):
-    from explainer.serving.client import deployed_explainer, explain_served
+    from explainer.backends.triton.explain_client import deployed_explainer, explain_served
 
     model = explainer.load_model(f"{server.grpc_url}/tiny")
     name = deployed_explainer(model, method, options, "auto")
@@ -253,7 +254,7 @@ def test_bytes_on_the_wire_are_about_image_plus_map(server):
     """Counted by a TCP proxy between client and server: request + answer <= 2 x (image + map)."""
     import sys
 
-    from explainer.serving.client import explain_served
+    from explainer.backends.triton.explain_client import explain_served
 
     sys.path.insert(0, str(PROJECT / "benchmarks"))
     from throttle import Throttle

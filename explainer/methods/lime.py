@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..backends.base import Model, scores
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
-from ..perturbation.engine import BatchRing, check_batch_size, stream
+from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module
 from . import MethodInfo, Option
 from .common import Prepared, explanation, prepare
@@ -215,15 +215,13 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
     z[0] = True
     x_dev, fill_dev, lab_dev, z_dev = (xp.asarray(a) for a in (prep.x, fill, labels, z))
 
-    ring = BatchRing(model, mini_batch_size, num_samples - 1, prep.x.shape[1:], xp)
-
-    def make_batch(start: int, stop: int) -> Any:
+    def fill_batch(out: Any, start: int, stop: int) -> Any:
         keep = masks.segment_masks(z_dev[start + 1:stop + 1], lab_dev)
-        return masks.blend(x_dev, keep, fill_dev, xp, out=ring.take(start, stop))
+        return masks.blend(x_dev, keep, fill_dev, xp, out=out)
 
-    outputs = stream(model, num_samples - 1, mini_batch_size, make_batch, prep.stats,
-                     progress=progress, desc="lime")
-    y = np.concatenate([[prep.score], scores(outputs, model.spec, score)[:, prep.target]])
+    y = np.concatenate([[prep.score], perturb(model, prep.x, num_samples - 1, fill_batch, mini_batch_size,
+                                              prep.stats, xp, score=score, target=prep.target,
+                                              progress=progress, desc="lime")])
     importance = fit_surrogate(z, y, kernel_weights(z, kernel_width), model_type, seed)
     relevance = score_map(importance, labels, cells, output_upsampling)
     params = dict(num_features=nf, requested_num_features=num_features, num_samples=num_samples,

@@ -8,11 +8,11 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..backends.base import Model, scores
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
-from ..perturbation.engine import BatchRing, check_batch_size, stream
+from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
 from .common import explanation, prepare, auto_or_numbers
@@ -145,14 +145,12 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
         idx = xp.arange(start, stop)
         return masks.box_axes(lo_y[idx // nx], lo_x[idx % nx], grid.mask_size, shape, xp)
 
-    ring = BatchRing(model, mini_batch_size, grid.count, prep.x.shape[1:], xp)
+    def fill(out: Any, start: int, stop: int) -> Any:
+        return masks.apply_boxes(x_dev, *axes(start, stop), value_dev, xp, out=out)
 
-    def make_batch(start: int, stop: int) -> Any:
-        return masks.apply_boxes(x_dev, *axes(start, stop), value_dev, xp, out=ring.take(start, stop))
-
-    outputs = stream(model, grid.count, mini_batch_size, make_batch, prep.stats,
-                     progress=progress, desc="occlusion")
-    diff = prep.score - scores(outputs, model.spec, score)[:, prep.target]
+    y = perturb(model, prep.x, grid.count, fill, mini_batch_size, prep.stats, xp, score=score,
+                target=prep.target, progress=progress, desc="occlusion")
+    diff = prep.score - y
     relevance = _aggregate(diff, grid, shape, output_upsampling, axes(0, grid.count), xp)
     params = dict(mask_size=list(grid.mask_size), stride=list(grid.stride),
                   mask_value=value.tolist(), mask_clipping=mask_clipping,

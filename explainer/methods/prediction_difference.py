@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends.base import Model
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation.engine import check_batch_size

@@ -7,11 +7,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends.base import Model, scores
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
-from ..perturbation.engine import BatchRing, check_batch_size, stream
+from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
 from .common import auto_or_numbers, explanation, prepare
@@ -137,14 +137,11 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     make = MaskMaker(plan, xp)
     x_dev, fill_dev = xp.asarray(prep.x), xp.asarray(fill)
 
-    ring = BatchRing(model, mini_batch_size, plan.grids.shape[0], prep.x.shape[1:], xp)
+    def fill_batch(out: Any, start: int, stop: int) -> Any:
+        return masks.blend(x_dev, make(start, stop), fill_dev, xp, out=out)
 
-    def make_batch(start: int, stop: int) -> Any:
-        return masks.blend(x_dev, make(start, stop), fill_dev, xp, out=ring.take(start, stop))
-
-    outputs = stream(model, plan.grids.shape[0], mini_batch_size, make_batch, prep.stats,
-                     progress=progress, desc="rise")
-    y = scores(outputs, model.spec, score)[:, prep.target]
+    y = perturb(model, prep.x, plan.grids.shape[0], fill_batch, mini_batch_size, prep.stats, xp, score=score,
+                target=prep.target, progress=progress, desc="rise")
     saliency = _aggregate(y, make, plan, float(keep_probability), xp)
     params = dict(num_masks=int(num_masks), grid_size=int(grid_size),
                   keep_probability=float(keep_probability), cell=list(plan.cell),

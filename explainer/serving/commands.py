@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from .export import add_parser as add_export_explainer, cmd_export_explainer
+from ..backends.triton.explain_export import add_parser as add_export_explainer, cmd_export_explainer
 from .serve_command import add_parser as add_serve, cmd_serve
 
 
@@ -25,8 +25,8 @@ def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[a
 
 def explainer_for(model: Any, info: Any, options: dict[str, Any], server_side: str) -> Callable[..., Any]:
     """``run(image, target, progress=...)`` -> Explanation: in ``M_explain`` when
-    ``server_side`` picks it (see ``client.deployed_explainer``), else the method in-process."""
-    from .client import deployed_explainer, explain_served
+    ``server_side`` picks it (``backends.triton.explain_client``), else the method in-process."""
+    from ..backends.triton.explain_client import deployed_explainer, explain_served
 
     served = deployed_explainer(model, info.name, options, server_side) if info.needs_image else None
     if served:

@@ -41,7 +41,7 @@ def _name(args: argparse.Namespace, model: Any) -> str:
 def cmd_serve(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> None:
     if str(args.model or "").startswith("grpc"):
         raise InputError("explainer serve reaches Triton over http:// or https:// (the KServe SDK and "
-                         "tritonclient's gRPC module cannot be loaded in one process)")
+                         "Triton's gRPC client cannot be loaded in one process)")
     numbers = {k: getattr(args, k) for k in ("max_body_bytes", "max_instances", "max_concurrency",
                                              "max_queue", "max_forward_passes")}
     for key, value in numbers.items():

@@ -2,7 +2,7 @@
 
 Writes into a model repository ``M_explain/config.pbtxt`` (Python backend, the served
 model's description in the ``explainer.served`` parameter), ``M_explain/1/model.py``
-(:mod:`explainer.serving.triton_explain_model`) and a copy of this ``explainer``
+(:mod:`explainer.backends.triton.explain_model`) and a copy of this ``explainer``
 package beside it: the server runs the client's own mask and aggregation code, of the
 same version, whatever is installed there. Only its third-party imports must be in the
 server's Python (see :data:`SERVER_PACKAGES`).
@@ -16,12 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .requests import DEFAULT_MAX_PASSES, MODULES
+from ...errors import InputError
+from ...serving.requests import DEFAULT_MAX_PASSES, MODULES
+from .naming import companion_name
 
 SERVER_PACKAGES = ["numpy", "onnx>=1.16", "platformdirs>=3", "scipy>=1.10", "Pillow>=10", "tqdm>=4.66",
                    "scikit-image>=0.22", "scikit-learn>=1.3"]
-PACKAGE = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parents[2]
 _INIT = '"""explainer, as shipped with a Triton explainer model: import the modules you need."""\n'
 
 
@@ -31,18 +32,18 @@ def _sources_only(folder: str, names: list[str]) -> list[str]:
 
 
 def explain_model_name(forward: str) -> str:
-    """The conventional name of ``forward``'s explainer model."""
-    return f"{forward}_explain"
+    """The conventional name of ``forward``'s explainer model (:mod:`.naming`)."""
+    return companion_name(forward, "explainer")
 
 
 def served_config(repo: Path, model: str) -> str:
     """``explainer.served`` JSON for ``model`` from its ``config.pbtxt`` in ``repo``."""
     from google.protobuf.json_format import MessageToDict
 
-    from ..backends.onnxruntime import _preprocessing
-    from ..backends.triton import _FORMATS, _image_input
-    from ..triton_repo import _model_config
-    from .bls import served_description
+    from ..onnxruntime import _preprocessing
+    from .model import _FORMATS, _image_input
+    from .repo import _model_config
+    from .served import served_description
 
     path = repo / model / "config.pbtxt"
     if not path.is_file():
@@ -100,9 +101,9 @@ def export_explainer(repo: str | Path, model: str, *, instances: int = 1, in_fli
         A folder of images, copied to ``1/data/``: prediction difference draws its window
         replacements from them (the request cannot name a server folder).
     """
-    from ..perturbation.sampling import image_files
+    from ...perturbation.sampling import image_files
 
-    from ..imaging import parse_preprocessing
+    from ...imaging import parse_preprocessing
 
     for name, v in (("instances", instances), ("in_flight", in_flight), ("max_forward_passes", max_forward_passes)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -119,7 +120,7 @@ def export_explainer(repo: str | Path, model: str, *, instances: int = 1, in_fli
     version.mkdir(parents=True, exist_ok=True)
     shutil.copytree(PACKAGE, version / "explainer", ignore=_sources_only)
     (version / "explainer" / "__init__.py").write_text(_INIT, encoding="utf-8")
-    shutil.copyfile(Path(__file__).with_name("triton_explain_model.py"), version / "model.py")
+    shutil.copyfile(Path(__file__).with_name("explain_model.py"), version / "model.py")
     if files:
         (version / "data").mkdir()
         for f in files:

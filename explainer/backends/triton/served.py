@@ -2,7 +2,7 @@
 
 :class:`ServedModel` is what the Triton explainer model (``M_explain``) hands to the
 methods: ``predict`` splits a batch by the served model's ``max_batch_size`` and sends
-the parts with ``infer`` (a BLS call, see ``triton_explain_model.py``), several at once.
+the parts with ``infer`` (a BLS call, see ``explain_model.py``), several at once.
 Its spec is built from the ``explainer.served`` JSON that ``export-explainer`` wrote
 (input/output names, layout, preprocessing, labels) and one probe, exactly as the
 client's Triton backend builds its own, so scores and labels agree with client-side runs.
@@ -16,10 +16,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..backends.base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels
-from ..errors import InputError
-from ..imaging import parse_preprocessing
-from ..xp import to_numpy
+from ...errors import InputError
+from ...imaging import parse_preprocessing
+from ...model import OUTPUT_KINDS, ModelBase, ModelSpec, batch_slices, default_labels
+from ...xp import to_numpy
+from .naming import gradient_model_name
+
+GRAD_OUTPUT, WEIGHTS = "gradient", ("logit_weights", "probability_weights")  # as gradients.py (no client here)
 
 
 def output_kind(probe: np.ndarray, declared: str) -> str:
@@ -30,7 +33,7 @@ def output_kind(probe: np.ndarray, declared: str) -> str:
     return "probabilities" if probe.min() >= 0 and np.allclose(sums, 1, atol=1e-4) else "logits"
 
 
-class ServedModel:
+class ServedModel(ModelBase):
     """The served classifier ``M``, called in-server.
 
     Parameters
@@ -50,6 +53,7 @@ class ServedModel:
     """
 
     backend = "triton-bls"
+    has_gradients = True  # through the deployed M_grad_<relu> (an error names it when it is missing)
 
     def __init__(self, served: Mapping[str, Any], infer: Callable[[str, dict, list], list], *,
                  in_flight: int = 2, device_arrays: bool = False, part_bytes: int = 16 * 2**20) -> None:
@@ -95,8 +99,6 @@ class ServedModel:
                   relu: str = "standard") -> tuple[np.ndarray, np.ndarray, None]:
         """Outputs (N, K) and d score / d input (N, C, H, W) from the deployed gradient model
         ``M_grad_<relu>`` (``export-gradients``), in parts of at most ``max_batch_size``."""
-        from ..backends.triton_gradients import GRAD_OUTPUT, WEIGHTS, gradient_model_name
-
         if layer is not None:
             raise InputError("gradients of a layer (grad-cam, cam) do not run server-side")
         name = gradient_model_name(self.spec.source, None, relu)

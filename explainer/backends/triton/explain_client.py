@@ -13,11 +13,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import InputError
-from ..explanation import Explanation
-from ..methods.common import load_input
-from .export import explain_model_name
-from .requests import check_request, unpack_arrays
+from ...errors import InputError
+from ...explanation import Explanation
+from ...methods.common import load_input
+from ...serving.requests import check_request, unpack_arrays
+from .client import infer
+from .explain_export import explain_model_name
 
 CHOICES = ("auto", "on", "off")
 
@@ -42,7 +43,7 @@ def deployed_explainer(model: Any, method: str, options: Mapping[str, Any], serv
         if server_side == "on":
             raise
         return None
-    from ..backends.triton_gradients import ready_models
+    from .gradients import ready_models
 
     name = explain_model_name(model.endpoints[0].model)
     if name in ready_models(model):
@@ -84,29 +85,16 @@ def explain_served(model: Any, name: str, method: str, image: Any, target: int |
 
 def _infer(rep: Any, name: str, x: np.ndarray, body: str, headers: Mapping[str, str],
            timeout: float) -> tuple[np.ndarray, str, bytes]:
-    grpc = rep.endpoint.protocol == "grpc"
-    if grpc:
-        import tritonclient.grpc as lib
-    else:
-        import tritonclient.http as lib
-    extra = {} if grpc else {"binary_data": True}
-    image = lib.InferInput("image", list(x.shape), "FP32")
-    request = lib.InferInput("request", [1], "BYTES")
-    image.set_data_from_numpy(np.ascontiguousarray(x, np.float32), **extra)
-    request.set_data_from_numpy(np.array([body.encode()], dtype=np.object_), **extra)
-    outs = [lib.InferRequestedOutput(n, **extra) for n in ("map", "record", "arrays")]
-    kwargs = {"client_timeout": timeout} if grpc else {}
+    feeds = [("image", "FP32", np.ascontiguousarray(x, np.float32)),
+             ("request", "BYTES", np.array([body.encode()], dtype=np.object_))]
     try:
-        result = rep.client().infer(name, [image, request], outputs=outs, headers=dict(headers), **kwargs)
-    except Exception as e:
+        explanation_map, record, arrays = infer(rep, name, feeds, ["map", "record", "arrays"], dict(headers), timeout)
+    except Exception as e:  # the server's one-line reason for a bad request is the user's error
         message = str(getattr(e, "message", lambda: "")() or e)
         if "invalid request:" in message:
             raise InputError(message[message.index("invalid request:") + 17:].strip().splitlines()[0]) from None
         raise
-    record, arrays = result.as_numpy("record"), result.as_numpy("arrays")
-    if result.as_numpy("map") is None or record is None or arrays is None:
-        raise InputError(f"{rep.endpoint}: {name} answered without map, record and arrays")
-    return result.as_numpy("map"), _text(record.reshape(-1)[0]), _bytes(arrays.reshape(-1)[0])
+    return explanation_map, _text(record.reshape(-1)[0]), _bytes(arrays.reshape(-1)[0])
 
 
 def _text(v: Any) -> str:

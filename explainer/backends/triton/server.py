@@ -5,7 +5,7 @@ Python backend only; it pins numpy < 2) is installed on first use into a virtual
 environment of its own (:func:`explainer.paths.triton_venv_dir`: the platform's
 per-user data folder, or ``$EXPLAINER_TRITON_VENV``), created by the explicit,
 announced step ``explainer triton-server --setup`` (:func:`ensure_venv`). The production repository is turned into a
-python-backend copy (:func:`explainer.triton_repo.python_backend_repo`) and served
+python-backend copy (:func:`explainer.backends.triton.repo.python_backend_repo`) and served
 on 127.0.0.1 only.
 """
 
@@ -26,14 +26,14 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
-from .paths import default_triton_repo, triton_venv_dir
-from .triton_repo import python_backend_repo
+from ...errors import InputError
+from ...paths import default_triton_repo, triton_venv_dir
+from .repo import python_backend_repo
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[3]
 PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime>=1.18", "numpy<2"]
 _READY = ".explainer-ready"
-_SERVING_READY = ".explainer-serving-ready"  # the explainer model's imports (serving.export.SERVER_PACKAGES)
+_SERVING_READY = ".explainer-serving-ready"  # the explainer model's imports (explain_export.SERVER_PACKAGES)
 
 
 def venv_dir() -> Path:
@@ -103,12 +103,12 @@ def _require_venv(venv: Path | None) -> Path:
     venv = venv or venv_dir()
     if not is_ready(venv):
         raise InputError(f"the local Triton server is not set up ({venv}): run `explainer triton-server "
-                         f"--setup` once (about a minute), or call explainer.triton_server.ensure_venv()")
+                         f"--setup` once (about a minute), or call explainer.backends.triton.server.ensure_venv()")
     return venv
 
 
 def _serving_ready(venv: Path) -> bool:
-    from .serving.export import SERVER_PACKAGES
+    from .explain_export import SERVER_PACKAGES
 
     marker = venv / _SERVING_READY
     return marker.is_file() and marker.read_text().split() == SERVER_PACKAGES
@@ -117,7 +117,7 @@ def _serving_ready(venv: Path) -> bool:
 def _add_serving_packages(venv: Path, quiet: bool = False) -> None:
     """What the Triton explainer model imports besides numpy (added to an older environment
     once per change of the list)."""
-    from .serving.export import SERVER_PACKAGES
+    from .explain_export import SERVER_PACKAGES
 
     if not _serving_ready(venv):
         if not quiet:

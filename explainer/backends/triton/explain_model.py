@@ -23,7 +23,7 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shipped explainer package
 
 from explainer.errors import InputError  # noqa: E402
-from explainer.serving.bls import ServedModel  # noqa: E402
+from explainer.backends.triton.served import ServedModel  # noqa: E402
 from explainer.serving.requests import check_request, explain_tensor, pack_arrays, record  # noqa: E402
 
 _DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_FP64": np.float64}
