@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -71,9 +72,8 @@ class ServedModel(ModelBase):
         probe = self.predict(np.zeros((1,) + self.spec.input_shape, np.float32))
         k = probe.shape[1]
         labels = served.get("labels")
-        self.spec = ModelSpec(**{**self.spec.__dict__, "num_classes": k,
-                                 "labels": default_labels(k, labels),
-                                 "output_kind": output_kind(probe, str(served.get("output_kind") or ""))})
+        self.spec = replace(self.spec, num_classes=k, labels=default_labels(k, labels),
+                            output_kind=output_kind(probe, str(served.get("output_kind") or "")))
 
     def predict(self, batch: Any) -> np.ndarray:
         """(N, C, H, W) float32 (NCHW; NumPy, or CuPy when ``accepts_device_arrays``) -> (N, K) float32."""
