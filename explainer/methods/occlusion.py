@@ -9,12 +9,14 @@ import numpy as np
 from scipy import ndimage
 
 from ..backends.base import Model, scores
+from ..backends.incremental import check_incremental, incremental_model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
 from ..perturbation.engine import BatchRing, check_batch_size, stream
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
+from .incremental_option import INCREMENTAL_OPTION
 from .common import explanation, prepare, auto_or_numbers
 
 UPSAMPLING = ("bicubic", "nearest", "none")
@@ -99,7 +101,7 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
                           mask_value: float | Sequence[float] | str = "auto",
                           mask_clipping: str = "on", output_upsampling: str = "bicubic",
                           mini_batch_size: int = 128, score: str = "probability",
-                          execution_environment: str = "auto",
+                          execution_environment: str = "auto", incremental: str = "auto",
                           progress: bool = False) -> Explanation:
     """Change in the target's score when each part of the image is occluded.
 
@@ -123,6 +125,11 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     score : {"probability", "logit"}
     execution_environment : {"auto", "cpu", "gpu"}
         Where masks are built and maps aggregated (NumPy or CuPy).
+    incremental : {"auto", "off"}
+        "auto": run masked inputs incrementally (only the region of each layer a mask
+        reaches is recomputed, backends/incremental.py) when the model is an in-process
+        convolutional ONNX model and the cost model expects it to pay; same map to
+        float32 rounding. ``params["inference"]`` says which path ran and why.
 
     Returns
     -------
@@ -132,6 +139,7 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     if output_upsampling not in UPSAMPLING:
         raise InputError(f"output_upsampling must be one of {UPSAMPLING}, got {output_upsampling!r}")
     check_batch_size(mini_batch_size)
+    check_incremental(incremental)
     xp = array_module(execution_environment)
     prep = prepare(model, image, target, score)
     shape = prep.x.shape[2:]
@@ -145,19 +153,21 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
         idx = xp.arange(start, stop)
         return masks.box_axes(lo_y[idx // nx], lo_x[idx % nx], grid.mask_size, shape, xp)
 
+    runner, inference = incremental_model(model, prep.x, grid.mask_size, incremental)
     ring = BatchRing(model, mini_batch_size, grid.count, prep.x.shape[1:], xp)
 
     def make_batch(start: int, stop: int) -> Any:
         return masks.apply_boxes(x_dev, *axes(start, stop), value_dev, xp, out=ring.take(start, stop))
 
-    outputs = stream(model, grid.count, mini_batch_size, make_batch, prep.stats,
+    outputs = stream(runner, grid.count, mini_batch_size, make_batch, prep.stats,
                      progress=progress, desc="occlusion")
     diff = prep.score - scores(outputs, model.spec, score)[:, prep.target]
     relevance = _aggregate(diff, grid, shape, output_upsampling, axes(0, grid.count), xp)
     params = dict(mask_size=list(grid.mask_size), stride=list(grid.stride),
                   mask_value=value.tolist(), mask_clipping=mask_clipping,
                   output_upsampling=output_upsampling, mini_batch_size=int(mini_batch_size),
-                  score=score, execution_environment=xp.__name__, num_masks=grid.count)
+                  score=score, execution_environment=xp.__name__, num_masks=grid.count,
+                  inference=inference)
     return explanation(model, prep, "occlusion", relevance, params)
 
 
@@ -188,4 +198,5 @@ METHODS = [MethodInfo("occlusion", occlusion_sensitivity, (
     Option("--output-upsampling", "output_upsampling", dict(choices=["bicubic", "nearest", "none"])),
     Option("--mini-batch-size", "mini_batch_size", dict(type=int)),
     Option("--score", "score", dict(choices=["probability", "logit"])),
+    INCREMENTAL_OPTION,
 ), help="occlusion sensitivity (MATLAB occlusionSensitivity)")]
