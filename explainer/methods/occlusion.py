@@ -16,7 +16,7 @@ from ..perturbation import masks
 from ..perturbation.engine import BatchRing, check_batch_size, stream
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
-from .incremental_option import INCREMENTAL_OPTION
+from .shared_options import INCREMENTAL_OPTION
 from .common import explanation, prepare, auto_or_numbers
 
 UPSAMPLING = ("bicubic", "nearest", "none")

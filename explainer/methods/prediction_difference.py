@@ -18,7 +18,7 @@ from ..perturbation.engine import check_batch_size
 from ..perturbation.sampling import ConditionalSampler, MarginalSampler, load_folder
 from ..xp import array_module
 from . import MethodInfo, Option
-from .incremental_option import INCREMENTAL_OPTION
+from .shared_options import INCREMENTAL_OPTION
 from .common import Prepared, auto_or_numbers, explanation, prepare
 from .prediction_difference_core import (Windows, aggregate, evidence, grid_windows, hidden_unit_model,
                                          refine, window_scores)

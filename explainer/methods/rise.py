@@ -11,13 +11,16 @@ from ..backends.base import Model, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
+from ..perturbation.adaptive import check_quality, run_adaptive
 from ..perturbation.engine import BatchRing, check_batch_size, stream
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
+from .shared_options import QUALITY_OPTION
 from .common import auto_or_numbers, explanation, prepare
 from .occlusion import _mask_value
 
 AGGREGATE_CHUNK = 256  # masks per aggregation GEMM; fixed so results do not depend on batch size
+FIRST_ROUND = 250  # masks in the first adaptive round (then 500, 1000, ...)
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
          grid_size: int = 7, keep_probability: float = 0.5,
          mask_value: float | Sequence[float] | str = "auto", mini_batch_size: int = 128,
          seed: int = 0, score: str = "probability", execution_environment: str = "auto",
-         progress: bool = False) -> Explanation:
+         quality: str = "best", progress: bool = False) -> Explanation:
     """Saliency as the score-weighted mean of random smooth masks.
 
     Each mask is a random ``grid_size`` x ``grid_size`` binary grid (cells kept
@@ -109,7 +112,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
         File, (H0, W0, 3) uint8 pixels, or a (1, C, H, W) float32 input tensor.
     target : int, str or None
     num_masks : int
-        N (forward passes: N + 1).
+        N (forward passes: N + 1); the cap with an adaptive ``quality``.
     grid_size : int
         s, cells per side of the low-resolution grid.
     keep_probability : float
@@ -121,6 +124,10 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
         As for occlusion.
     seed : int
         Fixes every mask, whatever ``mini_batch_size``.
+    quality : {"best", "balanced", "fast"}
+        "best" evaluates all N masks. "balanced" / "fast" evaluate 250, 500, 1000, ...
+        masks and stop once the maps of the two halves have Spearman rho >= 0.95 / 0.90
+        (perturbation/adaptive.py); ``params["stopping"]`` records where.
 
     Returns
     -------
@@ -128,6 +135,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
         ``map`` : (H, W) float32, unnormalised (its mean is about E[score]).
     """
     check_batch_size(mini_batch_size)
+    check_quality(quality)
     xp = array_module(execution_environment)
     prep = prepare(model, image, target, score)
     shape = prep.x.shape[2:]
@@ -142,28 +150,41 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     def make_batch(start: int, stop: int) -> Any:
         return masks.blend(x_dev, make(start, stop), fill_dev, xp, out=ring.take(start, stop))
 
-    outputs = stream(model, plan.grids.shape[0], mini_batch_size, make_batch, prep.stats,
-                     progress=progress, desc="rise")
-    y = scores(outputs, model.spec, score)[:, prep.target]
-    saliency = _aggregate(y, make, plan, float(keep_probability), xp)
+    blocks: list[tuple[int, int, Any]] = []
+
+    def evaluate(start: int, stop: int) -> None:
+        outputs = stream(model, stop - start, mini_batch_size, lambda a, b: make_batch(a + start, b + start),
+                         prep.stats, progress=progress, desc="rise")
+        y = scores(outputs, model.spec, score)[:, prep.target]
+        blocks.append((start, stop, _weighted_sum(y, make, start, xp)))
+
+    def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+        early = sum(t for _, b, t in blocks if b <= n // 2)
+        late = sum(t for a, b, t in blocks if a >= n // 2 and b <= n)
+        return to_numpy(early), to_numpy(late)
+
+    stopping = run_adaptive(int(num_masks), FIRST_ROUND, quality, evaluate, halves)
+    total = to_numpy(sum(t for _, _, t in blocks))
+    saliency = total.reshape(shape) / (stopping.used * float(keep_probability))
     params = dict(num_masks=int(num_masks), grid_size=int(grid_size),
                   keep_probability=float(keep_probability), cell=list(plan.cell),
                   mask_value=fill.tolist(), mini_batch_size=int(mini_batch_size), score=score,
-                  execution_environment=xp.__name__)
+                  execution_environment=xp.__name__, quality=quality, stopping=stopping.params())
     return explanation(model, prep, "rise", saliency, params, seed=int(seed))
 
 
-def _aggregate(y: np.ndarray, make: MaskMaker, plan: RisePlan, p: float, xp: Any) -> np.ndarray:
-    """scores^T masks / (N p), masks rebuilt chunk by chunk (never all in memory)."""
+def _weighted_sum(y: np.ndarray, make: MaskMaker, offset: int, xp: Any) -> Any:
+    """scores^T masks (H*W,) float64 for masks offset..offset+len(y)-1, rebuilt chunk by
+    chunk (never all in memory)."""
     n = len(y)
-    h, w = plan.shape
+    h, w = make.plan.shape
     total = xp.zeros(h * w, xp.float64)
     y_dev = xp.asarray(y, dtype=xp.float64)
     for start in range(0, n, AGGREGATE_CHUNK):
         stop = min(start + AGGREGATE_CHUNK, n)
-        m = make(start, stop).reshape(stop - start, h * w).astype(xp.float64)
+        m = make(offset + start, offset + stop).reshape(stop - start, h * w).astype(xp.float64)
         total += y_dev[start:stop] @ m
-    return to_numpy(total).reshape(h, w) / (n * p)
+    return total
 
 
 METHODS = [MethodInfo("rise", rise, (
@@ -175,4 +196,5 @@ METHODS = [MethodInfo("rise", rise, (
     Option("--mini-batch-size", "mini_batch_size", dict(type=int)),
     Option("--score", "score", dict(choices=["probability", "logit"])),
     Option("--seed", "seed", dict(type=int)),
+    QUALITY_OPTION,
 ), help="RISE (Petsiuk et al. 2018)")]
