@@ -128,3 +128,22 @@ def test_fallbacks_are_reported(tmp_path: Path, net: OnnxModel) -> None:
     assert model is net and info["path"] == "full" and "speed-up" in info["reason"]
     with pytest.raises(InputError, match="incremental"):
         occlusion_sensitivity(net, x, 0, incremental="fast")
+
+
+def test_prediction_difference_map_equals_naive(net: OnnxModel, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from explainer.methods.prediction_difference import prediction_difference
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    x = rng.normal(size=(1, 3, SIZE, SIZE)).astype(np.float32)
+    opts = dict(window_size=4, stride=4, num_samples=3, data=data, score="logit", seed=1)
+    naive = prediction_difference(net, x, 2, incremental="off", **opts)
+    fast = prediction_difference(net, x, 2, **opts)
+    assert (naive.params["inference"]["path"], fast.params["inference"]["path"]) == ("full", "incremental")
+    assert np.abs(naive.map).max() > 1e-3
+    np.testing.assert_allclose(fast.map, naive.map, rtol=0, atol=1e-5 * np.abs(naive.map).max())
