@@ -4,6 +4,7 @@ from .api import classify, default_model_path, load_model
 from .errors import InputError
 from .explanation import Explanation
 from .imaging import Preprocessing, preprocess, read_image
+from .paths import package_version
 from .methods.occlusion import occlusion_sensitivity
 from .methods.lime import lime as image_lime
 from .methods.rise import rise
@@ -18,4 +19,4 @@ from .methods.integrated_gradients import integrated_gradients
 from .methods.grad_cam import cam, grad_cam
 from .methods.deep_dream import deep_dream
 __all__ += ["gradient", "guided_backprop", "deconvnet", "integrated_gradients", "grad_cam", "cam", "deep_dream"]
-__version__ = "0.1.0"
+__version__ = package_version()

@@ -13,8 +13,9 @@ from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES
 from .backends.onnxruntime import OnnxModel
 from .errors import InputError
 from .methods.common import load_input
+from .paths import bundled_model
 
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "efficientnet_lite0" / "model.onnx"
+BUNDLED_MODEL = bundled_model()  # package data: found from any directory after a normal install
 
 
 def default_model_path() -> Path:

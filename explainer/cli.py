@@ -21,6 +21,7 @@ from .graph.export_command import add_parser as add_export_gradients, cmd_export
 from .graph.inspect import default_feature_layer, layers
 from .methods import discover
 from .methods.common import load_input
+from .paths import bundled_examples, package_version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,12 +62,15 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="explainer", description="Explain deployed image classifiers.")
+    parser.add_argument("--version", action="version", version=f"explainer {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("classify", help="top-K classes of images")
     c.add_argument("images", nargs="+", metavar="IMAGE")
     c.add_argument("--top", type=int, default=5)
     c.add_argument("--json", action="store_true")
     _model_options(c)
+    x = sub.add_parser("examples", help="paths of the bundled example images (shipped with the package)")
+    x.add_argument("name", nargs="?", help="print only this example's path (e.g. coffee)")
     i = sub.add_parser("inspect", help="inputs, outputs, preprocessing and layers of a model")
     i.add_argument("--json", action="store_true")
     _model_options(i)
@@ -89,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                 seen.add(opt.flag)
                 e.add_argument(opt.flag, dest=opt.dest, default=argparse.SUPPRESS, **opt.kwargs)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
-    s.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent / "triton_repo",
-                   help="a Triton model repository with ONNX models (default: the bundled triton_repo)")
+    s.add_argument("--repo", type=Path, help="a Triton model repository with ONNX models (default: the "
+                   "checkout's triton_repo, or one serving the bundled model)")
+    s.add_argument("--setup", action="store_true",
+                   help="only set up the server's own environment (once, about a minute) and exit")
     s.add_argument("--http-port", type=int, default=8000)
     s.add_argument("--grpc-port", type=int, default=8001)
     audit_commands.add_parsers(sub, _model_options)
@@ -125,9 +131,13 @@ def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_triton_server(args: argparse.Namespace) -> None:
-    from .triton_server import serve
+    from .paths import default_triton_repo
+    from .triton_server import ensure_venv, serve
 
-    serve(args.repo, http_port=args.http_port, grpc_port=args.grpc_port)
+    if args.setup:
+        print(ensure_venv())
+        return
+    serve(args.repo or default_triton_repo(), http_port=args.http_port, grpc_port=args.grpc_port)
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
@@ -141,6 +151,15 @@ def cmd_classify(args: argparse.Namespace) -> None:
         print(path)
         for r in top:
             print(f"  {r['index']:5d}  {r['probability']:.4f}  {r['label']}")
+
+
+def cmd_examples(args: argparse.Namespace) -> None:
+    found = {p.stem: p for p in bundled_examples()}
+    if args.name is not None and args.name not in found:
+        raise InputError(f"no bundled example {args.name!r} (there are: {', '.join(found)})")
+    for name, path in found.items():
+        if args.name in (None, name):
+            print(path)
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -214,7 +233,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2, allow_nan=False))
 
 
-COMMANDS = {"classify": cmd_classify, "inspect": cmd_inspect, "explain": cmd_explain,
+COMMANDS = {"classify": cmd_classify, "examples": cmd_examples, "inspect": cmd_inspect, "explain": cmd_explain,
             "triton-server": cmd_triton_server}
 COMMANDS.update(audit_commands.commands(_load))
 COMMANDS["export-gradients"] = cmd_export_gradients

@@ -7,10 +7,13 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .paths import package_version
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class Explanation:
     images : dict of str to (h, w) or (h, w, 3) uint8 ndarray
         Further pictures (e.g. a tile of activation channels), saved as
         ``<stem>.<method>.<key>.png``.
+    preprocessing : dict
+        The preprocessing applied to the image (:class:`explainer.Preprocessing` fields).
+    crop_box : [left, top, right, bottom] or None
+        The region of the original image the model saw, in its pixel coordinates
+        (None for a tensor input or no image).
+    explainer_version : str
+        The version of explainer that made it.
+    timestamp : str
+        When it was made, ISO 8601 in UTC.
     """
 
     map: np.ndarray
@@ -72,6 +84,10 @@ class Explanation:
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     display: str = "jet"
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    crop_box: list[float] | None = None
+    explainer_version: str = field(default_factory=package_version)
+    timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-ready."""

@@ -186,6 +186,30 @@ def fit_pixels(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return big[top:top + h, left:left + w]
 
 
+def crop_box(shape: Sequence[int], spec: Preprocessing) -> tuple[float, float, float, float]:
+    """The region of the original image that :func:`fit_pixels` keeps.
+
+    Parameters
+    ----------
+    shape : (H0, W0, ...) the original image's shape
+    spec : Preprocessing
+
+    Returns
+    -------
+    box : (left, top, right, bottom) in the original image's pixel coordinates
+        (the whole image for ``resize="stretch"``).
+    """
+    h0, w0 = int(shape[0]), int(shape[1])
+    if spec.resize == "stretch":
+        return (0.0, 0.0, float(w0), float(h0))
+    h, w = spec.size
+    ratio = max(h, w) / spec.crop_fraction / min(h0, w0)
+    nh, nw = max(h, round(h0 * ratio)), max(w, round(w0 * ratio))
+    top, left = (nh - h) // 2, (nw - w) // 2
+    sy, sx = nh / h0, nw / w0
+    return (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
+
+
 def resize_pixels(pixels: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Resize (H0, W0, 3) uint8 pixels to ``size`` = (H, W) with antialiased bicubic."""
     h, w = int(size[0]), int(size[1])

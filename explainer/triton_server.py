@@ -2,8 +2,9 @@
 
 The ``tritonserver`` binary shipped in the PyPI package nvidia-pytriton (Triton 2.51,
 Python backend only; it pins numpy < 2) is installed on first use into a virtual
-environment of its own, ``.venv-triton`` beside the project (or
-``$EXPLAINER_TRITON_VENV``). The production repository is turned into a
+environment of its own (:func:`explainer.paths.triton_venv_dir`: the platform's
+per-user data folder, or ``$EXPLAINER_TRITON_VENV``), created by the explicit,
+announced step ``explainer triton-server --setup`` (:func:`ensure_venv`). The production repository is turned into a
 python-backend copy (:func:`explainer.triton_repo.python_backend_repo`) and served
 on 127.0.0.1 only.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
+from .paths import default_triton_repo, triton_venv_dir
 from .triton_repo import python_backend_repo
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -35,7 +37,7 @@ _READY = ".explainer-ready"
 
 def venv_dir() -> Path:
     """Where the server's virtual environment lives."""
-    return Path(os.environ.get("EXPLAINER_TRITON_VENV", PROJECT / ".venv-triton"))
+    return triton_venv_dir()
 
 
 def _server_root(venv: Path) -> Path:
@@ -45,35 +47,59 @@ def _server_root(venv: Path) -> Path:
     return found[0]
 
 
-def ensure_venv(venv: Path | None = None, *, quiet: bool = False) -> Path:
-    """Create the server's environment once (about a minute); later calls return at once.
+def is_ready(venv: Path | None = None) -> bool:
+    """Whether the server's environment has been set up."""
+    return ((venv or venv_dir()) / _READY).is_file()
 
-    Installs nvidia-pytriton, onnxruntime and numpy < 2 with pip, then copies the
-    Python-backend stub for this Python version next to the backend library.
-    Concurrent callers wait on a lock file.
+
+def ensure_venv(venv: Path | None = None, *, quiet: bool = False) -> Path:
+    """Set up the server's environment once (about a minute); later calls return at once.
+
+    The explicit set-up step (``explainer triton-server --setup``): creates the
+    virtual environment, installs nvidia-pytriton, onnxruntime and numpy < 2 with
+    pip, then copies the Python-backend stub for this Python version next to the
+    backend library, announcing each step on stderr (unless ``quiet``). Concurrent
+    callers wait on a lock file.
     """
     venv = venv or venv_dir()
-    if (venv / _READY).is_file():
+    if is_ready(venv):
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
     lock_path = Path(tempfile.gettempdir()) / f"explainer-venv-{hashlib.sha1(str(venv.resolve()).encode()).hexdigest()[:12]}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (venv / _READY).is_file():
+        if is_ready(venv):
             return venv
-        if not quiet:
-            print(f"explainer: creating {venv} for the local Triton server (once, about a minute)",
-                  file=sys.stderr)
+        started = time.monotonic()
+
+        def say(text: str) -> None:
+            if not quiet:
+                print(f"explainer: {text}", file=sys.stderr, flush=True)
+
+        say(f"setting up the local Triton server's environment in {venv} (once; about a minute)")
         shutil.rmtree(venv, ignore_errors=True)
+        say("  [1/3] python -m venv")
         _run([sys.executable, "-m", "venv", str(venv)], "python -m venv")
+        say(f"  [2/3] pip install {' '.join(PACKAGES)} (about 450 MB)")
         _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *PACKAGES], "pip install")
         root = _server_root(venv)
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        say(f"  [3/3] Python-backend stub for Python {version}")
         stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.is_file():
             raise InputError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
         shutil.copy2(stub, root / "backends" / "python" / stub.name)
         (venv / _READY).write_text("ok\n")
+        say(f"the local Triton server's environment is ready ({time.monotonic() - started:.0f} s)")
+    return venv
+
+
+def _require_venv(venv: Path | None) -> Path:
+    """The set-up environment, or a one-line error naming the set-up command."""
+    venv = venv or venv_dir()
+    if not is_ready(venv):
+        raise InputError(f"the local Triton server is not set up ({venv}): run `explainer triton-server "
+                         f"--setup` once (about a minute), or call explainer.triton_server.ensure_venv()")
     return venv
 
 
@@ -104,17 +130,18 @@ class LocalTritonServer:
 
     Parameters
     ----------
-    repo : path
-        A production repository (``platform: "onnxruntime_onnx"`` configs).
+    repo : path, optional
+        A production repository (``platform: "onnxruntime_onnx"`` configs); default
+        :func:`explainer.paths.default_triton_repo`.
     http_port, grpc_port : int
         0 picks free ports.
     extra_args : sequence of str
         More ``tritonserver`` options (e.g. ``--grpc-use-ssl=true`` and its certificates).
     """
 
-    def __init__(self, repo: str | Path = PROJECT / "triton_repo", *, http_port: int = 8000,
+    def __init__(self, repo: str | Path | None = None, *, http_port: int = 8000,
                  grpc_port: int = 8001, venv: Path | None = None, extra_args: Sequence[str] = ()) -> None:
-        self.repo = Path(repo)
+        self.repo = Path(repo) if repo is not None else default_triton_repo()
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.venv = venv
@@ -136,8 +163,11 @@ class LocalTritonServer:
         return Path(self._work.name) / "tritonserver.log" if self._work else Path("tritonserver.log")
 
     def start(self, *, timeout: float = 120.0) -> "LocalTritonServer":
-        """Start the server and wait until it and all its models are ready."""
-        venv = ensure_venv(self.venv)
+        """Start the server and wait until it and all its models are ready.
+
+        The environment must have been set up (:func:`ensure_venv`); starting never installs.
+        """
+        venv = _require_venv(self.venv)
         root = _server_root(venv)
         self._work = tempfile.TemporaryDirectory(prefix="explainer-triton-")
         models = Path(self._work.name) / "models"
@@ -201,10 +231,14 @@ class LocalTritonServer:
 
 
 def serve(repo: str | Path, *, http_port: int = 8000, grpc_port: int = 8001) -> None:
-    """Run the local server in the foreground until interrupted (the CLI command)."""
+    """Run the local server in the foreground until interrupted (the CLI command).
+
+    The first run sets up the server's environment (:func:`ensure_venv`, announced).
+    """
     def _exit(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)  # runs the finally below: the server never outlives us
 
+    ensure_venv()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit)
     server = LocalTritonServer(repo, http_port=http_port, grpc_port=grpc_port)

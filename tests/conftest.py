@@ -29,3 +29,13 @@ def graph_cache_dir(tmp_path_factory):
         os.environ.pop("EXPLAINER_GRAPH_CACHE", None)
     else:
         os.environ["EXPLAINER_GRAPH_CACHE"] = old
+
+
+@pytest.fixture(scope="module", autouse=True)
+def triton_environment(request):
+    """Modules that start a local Triton server first set up its environment: the explicit,
+    announced step (explainer.triton_server.ensure_venv); starting a server never installs."""
+    if request.module.__name__.split(".")[-1].startswith("test_triton"):
+        from explainer.triton_server import ensure_venv
+
+        ensure_venv()

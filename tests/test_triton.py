@@ -1,6 +1,7 @@
 """The Triton backend against a real local Triton server (nvidia-pytriton's tritonserver).
 
-The first run creates .venv-triton (about a minute); the server starts in a few seconds.
+The first run sets up the server's environment (conftest: explainer.triton_server.ensure_venv,
+about a minute); the server starts in a few seconds.
 """
 
 import json

@@ -1,8 +1,9 @@
 """On-disk cache of derived ONNX graphs (gradient models), so a new process skips building them.
 
 Where: ``$EXPLAINER_GRAPH_CACHE`` when it names a folder, else ``graphs/`` in the user cache
-folder (``platformdirs.user_cache_dir("explainer")``, e.g. ~/.cache/explainer/graphs on
-Linux). ``EXPLAINER_GRAPH_CACHE=off`` turns the cache off. These files are written outside
+folder (:func:`explainer.paths.cache_dir`: ``$EXPLAINER_CACHE_DIR`` or platformdirs' user
+cache folder, e.g. ~/.cache/explainer/graphs on Linux). ``EXPLAINER_GRAPH_CACHE=off`` turns
+the cache off. These files are written outside
 ``--out`` by design (documented in README.md).
 
 An entry is ``<key>.onnx`` plus ``<key>.json``; the key is the sha256 of the source model's
@@ -34,9 +35,9 @@ def cache_dir() -> Path | None:
         return None
     if value:
         return Path(value)
-    import platformdirs
+    from ..paths import cache_dir as user_cache
 
-    return Path(platformdirs.user_cache_dir("explainer")) / "graphs"
+    return user_cache() / "graphs"
 
 
 def cache_key(model_sha256: str, kind: str, **settings: object) -> str:

@@ -11,6 +11,7 @@ import onnx
 from ..errors import InputError
 from ..imaging import Preprocessing, parse_preprocessing
 from ..xp import to_numpy
+from ..runtime_check import check_onnxruntime
 from .isolation import probe_session, run_isolated
 from .onnx_device import cuda_device_id, is_device_array, predict_device
 from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked
@@ -119,6 +120,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, *, device: str = "auto", labels: Sequence[str] | None = None,
                  max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, isolate: bool = False,
                  **overrides: Any) -> None:
+        check_onnxruntime()  # exactly one of onnxruntime / onnxruntime-gpu, else the fix
         import onnxruntime as ort
 
         self.path = Path(path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import argparse
 from typing import Any, Callable
@@ -13,7 +13,7 @@ import numpy as np
 from ..backends.base import Model, resolve_target, scores
 from ..errors import InputError
 from ..explanation import Explanation
-from ..imaging import fit_pixels, preprocess, read_image
+from ..imaging import crop_box, fit_pixels, preprocess, read_image
 from ..perturbation.engine import RunStats, timed_predict
 
 
@@ -27,11 +27,14 @@ class ImageInput:
     x : (1, C, H, W) float32 ndarray, NCHW
     pixels : (H, W, 3) uint8 ndarray or None (when given a tensor)
     source : str, the file it came from ("" for arrays)
+    crop_box : (left, top, right, bottom) of the original image the tensor shows, or None
+        (when given a tensor)
     """
 
     x: np.ndarray
     pixels: np.ndarray | None
     source: str
+    crop_box: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Prepared:
     scores: np.ndarray
     stats: RunStats = field(default_factory=RunStats)
     started: float = field(default_factory=time.perf_counter)
+    crop_box: tuple[float, float, float, float] | None = None
 
 
 def load_input(model: Model, image: Any) -> ImageInput:
@@ -80,7 +84,8 @@ def load_input(model: Model, image: Any) -> ImageInput:
                              f"got {arr.dtype} {list(arr.shape)}")
         pixels = arr
     x = preprocess(pixels, spec.preprocessing)
-    return ImageInput(x, fit_pixels(pixels, spec.preprocessing), source)
+    return ImageInput(x, fit_pixels(pixels, spec.preprocessing), source,
+                      crop_box(pixels.shape, spec.preprocessing))
 
 
 def read_npy(path: str | Path) -> np.ndarray:
@@ -109,7 +114,7 @@ def prepare(model: Model, image: Any, target: int | str | None, score: str) -> P
     stats = RunStats()
     s = scores(timed_predict(model, inp.x, stats), model.spec, score)[0]
     idx = resolve_target(target, model.spec, int(np.argmax(s)))
-    return Prepared(inp.x, inp.pixels, inp.source, idx, float(s[idx]), s, stats, started)
+    return Prepared(inp.x, inp.pixels, inp.source, idx, float(s[idx]), s, stats, started, inp.crop_box)
 
 
 def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray,
@@ -127,7 +132,8 @@ def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray
         timings={"wall_s": time.perf_counter() - prep.started,
                  "forward_passes": prep.stats.forward_passes, "model_s": prep.stats.model_s},
         pixels=prep.pixels, input=prep.x, source=prep.source, arrays=dict(arrays or {}),
-        display=display)
+        display=display, preprocessing=asdict(model.spec.preprocessing),
+        crop_box=None if prep.crop_box is None else [round(v, 3) for v in prep.crop_box])
 
 
 def describe_backend(model: Model) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -199,7 +200,8 @@ def _result(model: Model, hidden: str | None, dreams: np.ndarray, params: dict[s
         map=grey.mean(axis=2) if grey.ndim == 3 else grey, target=chosen[0], label=labels[0],
         score=float(params["objective_end"][0]), method="deep-dream", params=params, seed=seed,
         backend=describe_backend(model), model_sha256=model.spec.sha256, timings=timings,
-        arrays={"dreams": dreams.astype(np.float32)}, images=images)
+        arrays={"dreams": dreams.astype(np.float32)}, images=images,
+        preprocessing=asdict(model.spec.preprocessing))
 
 METHODS = [MethodInfo("deep-dream", deep_dream, (
     Option("--layer", "layer", dict(help="a layer: node or tensor name (see `explainer inspect`); "

@@ -153,7 +153,7 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
         the largest |evidence|. The map averages both passes.
     mini_batch_size : int, forward passes per batch (does not change the result)
     seed : int
-    cache_dir : folder for fitted Gaussians (default $EXPLAINER_CACHE_DIR or ~/.cache/explainer)
+    cache_dir : folder for fitted Gaussians (default $EXPLAINER_CACHE_DIR, else the platform's user cache folder)
     execution_environment : {"auto", "cpu", "gpu"}, where samples are built (NumPy or CuPy)
     incremental : {"auto", "off"}, recompute only what a window reaches (as occlusion;
         ``params["inference"]`` says which path ran)

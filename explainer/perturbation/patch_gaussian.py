@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..imaging import Preprocessing
+from ..paths import cache_dir
 
 CACHE_VERSION = 1
 FIT_SEED = 0
@@ -139,11 +140,8 @@ def cache_key(digest: str, preprocessing: Preprocessing, patch_size: int, num_pa
 
 
 def default_cache_dir() -> Path:
-    """$EXPLAINER_CACHE_DIR, else $XDG_CACHE_HOME/explainer, else ~/.cache/explainer."""
-    if os.environ.get("EXPLAINER_CACHE_DIR"):
-        return Path(os.environ["EXPLAINER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "explainer"
+    """$EXPLAINER_CACHE_DIR, else the platform's per-user cache folder (:func:`explainer.paths.cache_dir`)."""
+    return cache_dir()
 
 
 def save(gaussian: PatchGaussian, path: Path) -> None:
