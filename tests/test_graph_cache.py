@@ -57,3 +57,18 @@ def test_gradient_graph_comes_from_the_cache(folder: Path, tmp_path: Path) -> No
     (folder / f"{key}.onnx").write_bytes(guided[:-1] + b"\0")  # corrupt: hash fails, rebuilt
     _, again, _ = OnnxModel(path, device="cpu").gradients(x, w, 0 * w)
     np.testing.assert_array_equal(again, plain)
+
+
+def test_probe_verdict_is_remembered_only_after_a_pass(folder: Path, tmp_path: Path) -> None:
+    import json
+
+    from tiny import feature_map_model
+
+    path = conv_net(tmp_path / "net.onnx")
+    OnnxModel(path, device="cpu", isolate=True)
+    kinds = [json.loads(p.read_text())["kind"] for p in folder.glob("*.json")]
+    assert kinds == ["probe"]
+    bad = feature_map_model(tmp_path / "features.onnx")  # loads and runs, but is no classifier
+    with pytest.raises(Exception, match="not an image classifier"):
+        OnnxModel(bad, device="cpu", isolate=True)
+    assert len(list(folder.glob("*.json"))) == 2  # the probe itself passed: remembered

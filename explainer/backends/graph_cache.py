@@ -1,4 +1,6 @@
-"""On-disk cache of derived ONNX graphs (gradient models), so a new process skips building them.
+"""On-disk cache of derived ONNX graphs (gradient models), so a new process skips building them,
+and of isolation-probe verdicts (a model file whose exact bytes already loaded and ran in the
+isolated child with this runtime is not probed again: backends/onnxruntime.py).
 
 Where: ``$EXPLAINER_GRAPH_CACHE`` when it names a folder, else ``graphs/`` in the user cache
 folder (:func:`explainer.paths.cache_dir`: ``$EXPLAINER_CACHE_DIR`` or platformdirs' user
