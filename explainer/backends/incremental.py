@@ -10,6 +10,7 @@ pixels do not fit the box run as plain forward passes.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..graph.incremental import Prefix, prefix, segment, with_cut_outputs
 from ..graph.incremental_plan import Plan, changed_range, crop_start, plan
 from ..errors import InputError
 from .base import Model
+from .cpu_parallel import cpu_cores
 
 MIN_SPEEDUP = 1.2
 """Below this estimated speed-up a plan is not worth its sessions: full passes instead."""
@@ -70,11 +72,12 @@ class IncrementalModel:
         self.cached[pre.input] = x
         self.base = np.asarray(values[0], np.float32).reshape(1, -1)
         self.x = x
-        self._buffers: dict[str, np.ndarray] = {}
-        self.sessions = [ort.InferenceSession(segment(pre, s.start, s.end).SerializeToString(),
-                                              providers=providers) for s in chosen.segments]
-        self.suffix = ort.InferenceSession(segment(pre, chosen.last, None).SerializeToString(),
-                                           providers=providers)
+        self.workers = cpu_cores() if providers[0] == "CPUExecutionProvider" else 1
+        self._buffers: dict[tuple[int, str], np.ndarray] = {}
+        models = [segment(pre, s.start, s.end).SerializeToString() for s in chosen.segments]
+        models.append(segment(pre, chosen.last, None).SerializeToString())
+        self.chains = [[_session(m, providers, self.workers) for m in models] for _ in range(self.workers)]
+        self.suffix = self.chains[0][-1]
         self.output = self.suffix.get_outputs()[0].name
         self.extent = {t: np.array(v.shape[2:]) for t, v in self.cached.items() if np.ndim(v) == 4}
         self.info = dict(path="incremental", cuts=len(chosen.segments) + 1,
@@ -89,47 +92,60 @@ class IncrementalModel:
         same = (size == 0).all(1)
         run = fits & ~same
         if run.all():
-            return self._incremental(batch, boxes)
+            return self._parallel(batch, boxes)
         out = np.empty((len(batch), self.base.shape[1]), np.float32)
         out[same] = self.base
         if run.any():
-            out[run] = self._incremental(batch[run], boxes[run])
+            out[run] = self._parallel(batch[run], boxes[run])
         if (~fits).any():
             out[~fits] = self.model.predict(batch[~fits])
         return out
 
-    def _incremental(self, batch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def _parallel(self, batch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Pieces of the batch through the chain, one single-threaded chain of sessions per
+        core (small crops gain nothing from intra-op threads; each input's result does not
+        depend on the piece it is in)."""
+        pieces = [p for p in np.array_split(np.arange(len(batch)), self.workers) if len(p)]
+        if len(pieces) == 1:
+            return self._incremental(batch, boxes, 0)
+        with ThreadPoolExecutor(len(pieces)) as pool:
+            parts = list(pool.map(lambda j: self._incremental(batch[pieces[j]], boxes[pieces[j]], j),
+                                  range(len(pieces))))
+        return np.concatenate(parts)
+
+    def _incremental(self, batch: np.ndarray, boxes: np.ndarray, worker: int) -> np.ndarray:
         y0, y1 = boxes[:, [0, 2]], boxes[:, [1, 3]]
         n = len(batch)
         values, origin, lo, hi = None, None, None, None
-        for seg, session in zip(self.plan.segments, self.sessions):
+        chain = self.chains[worker]
+        for seg, session in zip(self.plan.segments, chain):
             ext_in, ext_out = self.extent[seg.start], self.extent[seg.end]
             out_lo, out_hi = changed_range(seg.changed, ext_out, y0, y1)
             start = crop_start(seg.geometry, out_lo, ext_in, np.array(seg.crop))
-            crops = self._crops(seg.start, batch, start, seg.crop, values, origin, lo, hi)
+            crops = self._crops((worker, seg.start), batch, start, seg.crop, values, origin, lo, hi)
             values = session.run(None, {seg.start: crops})[0]
             origin, lo, hi = start // seg.geometry.stride, out_lo, out_hi
-        full = self._buffer("suffix", (n,) + self.cached[self.plan.last].shape[1:])
+        full = self._buffer((worker, "suffix"), (n,) + self.cached[self.plan.last].shape[1:])
         full[...] = self.cached[self.plan.last]
         shape = np.array(full.shape[2:])
         self._paste(full, np.zeros((n, 2), int), shape, values, origin, lo, hi)
-        return np.asarray(self.suffix.run([self.output], {self.plan.last: full})[0],
+        return np.asarray(chain[-1].run([self.output], {self.plan.last: full})[0],
                           np.float32).reshape(n, -1)
 
-    def _crops(self, tensor: str, batch: np.ndarray, start: np.ndarray, crop: tuple[int, int],
+    def _crops(self, key: tuple[int, str], batch: np.ndarray, start: np.ndarray, crop: tuple[int, int],
                values: Any, origin: Any, lo: Any, hi: Any) -> np.ndarray:
         """(N, C, crop) crops of ``tensor`` at ``start``: of the inputs, or of the cache with
         the previous segment's changed region pasted in."""
         h, w = crop
-        source = batch if values is None else self.cached[tensor]
-        crops = self._buffer(tensor, (len(start), source.shape[1], h, w))
+        source = batch if values is None else self.cached[key[1]]
+        crops = self._buffer(key, (len(start), source.shape[1], h, w))
         for i, (a, b) in enumerate(start):
             crops[i] = source[i if values is None else 0, :, a:a + h, b:b + w]
         if values is not None:
             self._paste(crops, start, np.array(crop), values, origin, lo, hi)
         return crops
 
-    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    def _buffer(self, key: tuple[int, str], shape: tuple[int, ...]) -> np.ndarray:
         """A reused float32 array of ``shape`` (the segments' inputs: no fresh pages per batch)."""
         buf = self._buffers.get(key)
         if buf is None or buf.shape[1:] != shape[1:] or len(buf) < shape[0]:
@@ -157,6 +173,15 @@ def check_incremental(mode: str) -> str:
     if mode not in MODES:
         raise InputError(f"incremental must be 'auto' or 'off', got {mode!r}")
     return mode
+
+
+def _session(model: bytes, providers: list[str], workers: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if workers > 1:
+        options.intra_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=providers)
 
 
 def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int],
