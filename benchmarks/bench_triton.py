@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import explainer  # noqa: E402
-from explainer.triton_server import LocalTritonServer  # noqa: E402
+from explainer.backends.triton.server import LocalTritonServer  # noqa: E402
 
 IMAGE = ROOT / "models" / "efficientnet_lite0" / "examples" / "coffee.png"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

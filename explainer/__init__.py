@@ -1,7 +1,8 @@
 """explainer: explain the decisions of deployed image classifiers (ONNX, Triton)."""
 
-from .api import classify, default_model_path, load_model
-from .errors import InputError
+from .api import classify, default_model_path, load_model, model_from_description
+from .backends.function import from_function
+from .errors import InputError, ModelError, ServerError
 from .explanation import Explanation
 from .imaging import Preprocessing, preprocess, read_image
 from .paths import package_version
@@ -11,7 +12,7 @@ from .methods.rise import rise
 from .methods.prediction_difference import prediction_difference
 
 __all__ = ["classify", "default_model_path", "load_model", "InputError", "Explanation",
-           "Preprocessing", "preprocess", "read_image", "occlusion_sensitivity"]
+           "Preprocessing", "preprocess", "read_image", "occlusion_sensitivity", "ModelError", "ServerError"]
 __all__ += ["image_lime", "rise"]
 __all__ += ["prediction_difference"]
 from .methods.gradient_maps import deconvnet, gradient, guided_backprop
@@ -19,4 +20,5 @@ from .methods.integrated_gradients import integrated_gradients
 from .methods.grad_cam import cam, grad_cam
 from .methods.deep_dream import deep_dream
 __all__ += ["gradient", "guided_backprop", "deconvnet", "integrated_gradients", "grad_cam", "cam", "deep_dream"]
+__all__ += ["from_function", "model_from_description"]
 __version__ = package_version()

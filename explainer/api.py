@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .backends.base import Model, scores
+from .model import Model, scores
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES
 from .backends.onnxruntime import OnnxModel
 from .errors import InputError
@@ -51,21 +51,21 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
         Only for Triton endpoints (``grpc://HOST:PORT/MODEL[@VERSION]``, http://, https://,
         grpcs://, several separated by commas): requests in flight, seconds per request,
         extra headers ("KEY:VALUE" or a mapping; never logged or saved) and a
-        :class:`explainer.backends.triton_transport.Tls`. See ``TritonModel``.
+        :class:`explainer.backends.triton.transport.Tls`. See ``TritonModel``.
     retry_seconds : float, optional
         Triton only: how long a request is retried after a connection failure or
         UNAVAILABLE (default 30 s, enough to bridge a server restart).
     gradient_model : str, optional
         Triton only: the deployed gradient model to use (default: found by convention,
-        ``MODEL_grad_RELU[__LAYER]``; see ``explainer.backends.triton_gradients``).
+        ``MODEL_grad_RELU[__LAYER]``; see ``explainer.backends.triton.gradients``).
     layers_model : str, optional
         Triton only: the deployed layers model serving activations (default ``MODEL_layers``;
-        see ``explainer.backends.triton_layers``).
+        see ``explainer.backends.triton.layers``).
     """
     if source is None:
         source = default_model_path()
     if isinstance(source, str) and "://" in source:
-        from .backends.triton import TritonModel
+        from .backends.triton.model import TritonModel
 
         model = TritonModel(source, labels=labels, size=size, layout=layout, scale=scale, mean=mean,
                             std=std, concurrency=concurrency, timeout=timeout or 60.0, headers=headers,
@@ -89,6 +89,34 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
     return OnnxModel(source, device=device, labels=labels, size=size, layout=layout,
                      scale=scale, mean=mean, std=std, max_model_bytes=max_model_bytes,
                      isolate=isolate)
+
+
+def model_from_description(description: dict[str, Any]) -> Model:
+    """Rebuild a model from ``model.describe()`` (e.g. in a worker process).
+
+    Parameters
+    ----------
+    description : dict
+        ``{"backend": "onnxruntime" | "triton" | "function", "source": ..., "options": {...}}``
+        as ``describe()`` returns it; picklable.
+    """
+    if not isinstance(description, dict) or "backend" not in description:
+        raise InputError("a model description is a dict from model.describe()")
+    backend, options = description["backend"], dict(description.get("options") or {})
+    if backend == "onnxruntime":
+        return OnnxModel(description["source"], **options)
+    if backend == "triton":
+        from .backends.triton.model import TritonModel
+
+        model = TritonModel(description["source"], **options)
+        model.gradient_model = description.get("gradient_model")
+        model.layers_model = description.get("layers_model")
+        return model
+    if backend == "function":
+        from .backends.function import from_function
+
+        return from_function(description["function"], **options)
+    raise InputError(f"unknown backend {backend!r} in the model description")
 
 
 def classify(model: Model, image: Any, top: int = 5) -> list[dict[str, Any]]:

@@ -13,13 +13,13 @@ from tqdm import tqdm
 
 from . import api
 from .audit import commands as audit_commands
-from .backends.base import to_layout
+from .model import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
-from .errors import InputError
+from .errors import ExplainerError, InputError
 from .explanation import safe_stem
-from .graph.export_command import add_parser as add_export_gradients, cmd_export_gradients
+from .export_command import add_parser as add_export_gradients, cmd_export_gradients
 from .graph.inspect import default_feature_layer, layers
-from .methods import discover
+from .cli_methods import FLAGS, METHODS, add_method_options, chosen_method
 from .methods.common import load_input
 from .paths import bundled_examples, package_version
 
@@ -29,7 +29,13 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
-METHODS = discover()
+EPILOG = """examples:
+  explainer classify photo.jpg
+  explainer explain photo.jpg --method occlusion --out maps/
+  explainer explain photo.jpg --method lime --num-samples 1000 --out maps/
+  explainer explain photo.jpg --method grad-cam --model grpc://localhost:8001/resnet --out maps/
+  explainer explain --method lime --help      (LIME's options only)
+exit status: 0 done, 2 bad input, 3 the model or server failed, 1 internal error"""
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -60,8 +66,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--tls-insecure", action="store_true", help="https://: do not verify the server")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="explainer", description="Explain deployed image classifiers.")
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="explainer", description="Explain deployed image classifiers.", epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"explainer {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("classify", help="top-K classes of images")
@@ -86,12 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resume", action="store_true",
                    help="skip images whose <stem>.<method>.json is already in --out")
     _model_options(e)
-    seen: set[str] = set()
-    for info in METHODS.values():
-        for opt in info.options:
-            if opt.flag not in seen:
-                seen.add(opt.flag)
-                e.add_argument(opt.flag, dest=opt.dest, default=argparse.SUPPRESS, **opt.kwargs)
+    add_method_options(e, chosen_method(argv) if argv is not None else None)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
     s.add_argument("--repo", type=Path, help="a Triton model repository with ONNX models (default: the "
                    "checkout's triton_repo, or one serving the bundled model)")
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _method_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
     """The options the user gave, refusing those the chosen method does not take."""
     mine = {opt.dest for opt in info.options}
-    every = {opt.dest: opt.flag for m in METHODS.values() for opt in m.options}
+    every = {opt.dest: flag for flag, opt in FLAGS.items()}
     for dest, flag in every.items():
         if hasattr(args, dest) and dest not in mine:
             raise InputError(f"{flag} does not apply to --method {info.name}")
@@ -121,7 +123,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
-    from .backends.triton_endpoints import Tls
+    from .backends.triton.endpoints import Tls
 
     files = (args.tls_ca_cert, args.tls_client_cert, args.tls_client_key)
     tls = Tls(*files, insecure=args.tls_insecure) if any(files) or args.tls_insecure else None
@@ -131,8 +133,8 @@ def _triton_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_triton_server(args: argparse.Namespace) -> None:
+    from .backends.triton.server import ensure_venv, serve
     from .paths import default_triton_repo
-    from .triton_server import ensure_venv, serve
 
     if args.setup:
         print(ensure_venv())
@@ -171,7 +173,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     feature = None if remote else default_feature_layer(proto, spec.preprocessing.layout)
     deployed = None
     if remote:
-        from .backends.triton_inventory import companions
+        from .backends.triton.inventory import companions
 
         deployed = companions(model)
         default = next((c["layers"][0] for c in deployed if c.get("default_layer") and c["layers"]), None)
@@ -240,7 +242,10 @@ COMMANDS["export-gradients"] = cmd_export_gradients
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; errors print one line on stderr and return 2.
+    """Run the command; errors print one line on stderr and return the error's exit status.
+
+    2: bad input (``InputError``); 3: the model or server failed (``ModelError``,
+    ``ServerError``); 1: an internal error; 130: interrupted.
 
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
@@ -248,12 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            args = build_parser().parse_args(argv)
+            args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
             COMMANDS[args.command](args)
         return 0
-    except InputError as e:
+    except ExplainerError as e:
         print(f"explainer: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("explainer: interrupted", file=sys.stderr)
         return 130

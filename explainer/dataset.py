@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backends.base import Model, batch_slices, scores
+from .model import Model, batch_slices, scores
 from .errors import InputError
 from .methods.common import load_input
 
@@ -179,7 +179,6 @@ def tsne_folder(model: Model, folder: str | Path, out: str | Path, *, layer: str
     the written files by kind ("png", "csv").
     """
     from .explanation import atomic_write_all
-    from .graph.activations import layer_activations
     from .methods.activations import resolve_layer
 
     if color_by not in ("predicted", "true"):
@@ -189,7 +188,7 @@ def tsne_folder(model: Model, folder: str | Path, out: str | Path, *, layer: str
         raise InputError(f"{folder}: color_by='true' needs every image in a class sub-folder")
     x, _ = load_folder(model, listing.paths)
     name = resolve_layer(model, layer)
-    feats = layer_activations(model, x, [name])[name]
+    feats = model.activations(x, [name])[name]
     coords, p = tsne(feats.reshape(len(feats), -1), perplexity=perplexity, exaggeration=exaggeration,
                      learning_rate=learning_rate, seed=seed)
     predicted = [model.spec.labels[k] for k in predict_all(model, x).argmax(axis=1)]

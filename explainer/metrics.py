@@ -17,7 +17,7 @@ import onnx
 from onnx import numpy_helper
 from scipy import ndimage, stats
 
-from .backends.base import Model, scores
+from .model import Model, scores
 from .errors import InputError
 from .methods.common import load_input
 from .perturbation.engine import RunStats, check_batch_size, stream

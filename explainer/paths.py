@@ -79,7 +79,7 @@ def default_triton_repo() -> Path:
     repo = user_data_dir() / "triton_repo"
     model = repo / "efficientnet_lite0" / "1" / "model.onnx"
     if not model.exists():  # missing, or a dangling link left by another installation
-        from .triton_repo import write_model
+        from .backends.triton.repo import write_model
 
         write_model(repo, bundled_model(), "efficientnet_lite0")
     return repo

@@ -2,8 +2,8 @@
 
 ``onnxruntime`` (CPU) and ``onnxruntime-gpu`` (CUDA) install the same ``onnxruntime``
 package folder, so with both installed one silently shadows the other (and
-uninstalling one breaks the other). The package's exclusive extras
-``explainer[cpu]`` / ``explainer[gpu]`` install one; this check names the clash
+uninstalling one breaks the other). The package depends on ``onnxruntime``; the GPU path
+(README) removes it before installing ``onnxruntime-gpu``. This check names the clash
 (or the missing runtime) and the fix before a model is opened.
 """
 
@@ -44,8 +44,8 @@ def runtime_problem(path: Sequence[str] | None = None) -> str | None:
     """One line naming a missing or doubly installed ONNX Runtime and the fix; None when fine."""
     names = onnxruntime_distributions(path)
     if not names:
-        return ("no ONNX Runtime is installed: pip install 'explainer[cpu]' "
-                "(or 'explainer[gpu]' on a machine with CUDA)")
+        return ("no ONNX Runtime is installed: pip install onnxruntime "
+                "(or onnxruntime-gpu on a machine with CUDA)")
     if len(names) > 1:
         gpu = [n for n in names if "gpu" in n.lower()] or names[-1:]
         return (f"{' and '.join(names)} are installed together and shadow each other: "

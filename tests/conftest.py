@@ -34,8 +34,20 @@ def graph_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module", autouse=True)
 def triton_environment(request):
     """Modules that start a local Triton server first set up its environment: the explicit,
-    announced step (explainer.triton_server.ensure_venv); starting a server never installs."""
+    announced step (explainer.backends.triton.server.ensure_venv); starting a server never installs."""
     if request.module.__name__.split(".")[-1].startswith("test_triton"):
-        from explainer.triton_server import ensure_venv
+        from explainer.backends.triton.server import ensure_venv
 
         ensure_venv()
+
+
+SLOW_MODULES = ("test_triton", "test_triton_faults", "test_triton_gradients", "test_triton_layers")
+SLOW_TESTS = {"test_report_renders_in_headless_chromium"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tier: everything that starts a Triton server or a browser (``pytest -m "not slow"``
+    leaves them out; the full suite, the README's test command and CI, runs them)."""
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

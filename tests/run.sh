@@ -4,7 +4,7 @@
 # - the project's virtual environment (editable, the CPU runtime and the test extra);
 # - the local Triton server's own environment (numpy<2; platformdirs' user data folder or
 #   $EXPLAINER_TRITON_VENV) is set up by the Triton tests before their first server
-#   (explainer.triton_server.ensure_venv, announced);
+#   (explainer.backends.triton.server.ensure_venv, announced);
 # - tests/test_install.py (marked slow) builds the wheel and installs it into a fresh
 #   virtual environment outside the checkout (pip's cache is reused between runs).
 set -eu
@@ -14,5 +14,5 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 python3 -m venv .venv
-.venv/bin/pip install -q -e '.[cpu,test]'
+.venv/bin/pip install -q -e '.[test]'
 exec .venv/bin/python -m pytest "$@"

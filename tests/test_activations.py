@@ -11,7 +11,8 @@ from PIL import Image
 import explainer
 from explainer.cli import main
 from explainer.errors import InputError
-from explainer.graph.activations import layer_activations, with_outputs
+from explainer.backends.onnx_derived import activations as layer_activations
+from explainer.graph.activations import with_outputs
 from explainer.methods.activations import activations, imtile, mat2gray, upsample
 from explainer.methods.common import load_input
 

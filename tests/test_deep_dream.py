@@ -50,8 +50,7 @@ def test_layer_mean_gradient_matches_finite_differences(conv_model, rng):
     x = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
     values, grads = objective(x)
     assert grads.shape == x.shape and stats["evaluations"] == 2
-    from explainer.graph.activations import layer_activations
-    means = layer_activations(conv_model, x, ["act2"])["act2"].mean(axis=(2, 3))
+    means = conv_model.activations(x, ["act2"])["act2"].mean(axis=(2, 3))
     np.testing.assert_allclose(values, means[[0, 1], channels], rtol=1e-5)
     for _ in range(2):
         v = rng.normal(size=x.shape).astype(np.float32)

@@ -75,9 +75,9 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
     assert {n[len(data):] for n in names if n.startswith(data)} == BUNDLED_FILES
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    assert "Provides-Extra: cpu" in metadata and "Provides-Extra: gpu" in metadata
-    assert not [ln for ln in metadata.splitlines() if ln.startswith("Requires-Dist: onnxruntime")
-                and "extra ==" not in ln], "ONNX Runtime must come from an exclusive extra only"
+    assert "Provides-Extra: gpu" in metadata
+    runtime = [ln for ln in metadata.splitlines() if ln.startswith("Requires-Dist: onnxruntime")]
+    assert runtime and all("extra ==" not in ln and "-gpu" not in ln for ln in runtime), runtime
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
@@ -85,16 +85,17 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
 
     # resolution of the extras, in the fresh environment (dry runs: nothing downloaded but metadata)
     gpu = _report(pip, f"{wheel}[gpu]", tmp_path, env)
-    assert [n for n in gpu if n.startswith("onnxruntime")] == ["onnxruntime-gpu"]
-    cpu_triton = _report(pip, f"{wheel}[cpu,triton]", tmp_path, env)
-    assert [n for n in cpu_triton if n.startswith("onnxruntime")] == ["onnxruntime"]
-    assert "tritonclient" in cpu_triton
-    assert not [n for n in cpu_triton if n.startswith(("cuda", "nvidia"))]
+    assert [n for n in gpu if n.startswith("onnxruntime")] == ["onnxruntime"]  # never -gpu beside it
+    assert "cupy-cuda12x" in gpu
+    triton = _report(pip, f"{wheel}[triton]", tmp_path, env)
+    assert [n for n in triton if n.startswith("onnxruntime")] == ["onnxruntime"]
+    assert "tritonclient" in triton
+    assert not [n for n in triton if n.startswith(("cuda", "nvidia"))]
     # the check can fail: tritonclient's "all" extra does bring CUDA packages
     assert [n for n in _report(pip, "tritonclient[all]", tmp_path, env) if n.startswith(("cuda", "nvidia"))]
 
-    # the real install, with every dependency, then use from an empty folder elsewhere
-    _run([str(pip), "install", "-q", f"{wheel}[cpu]"], tmp_path, env)
+    # the plain install (no extra), with every dependency, then use from an empty folder elsewhere
+    _run([str(pip), "install", "-q", str(wheel)], tmp_path, env)
     work = tmp_path / "empty"
     work.mkdir()
     assert _run([str(exe), "--version"], work, env).strip() == "explainer 0.1.0"
@@ -125,3 +126,11 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
     heat = np.load(work / "r" / "coffee.occlusion.npy")
     assert heat.shape == (224, 224) and np.isfinite(heat).all() and heat.max() > 0.1
     assert sorted(p.name for p in work.iterdir()) == ["r"]  # nothing else written in the folder
+
+    # the GPU path (README): swap the CPU runtime for onnxruntime-gpu, never both installed
+    _run([str(pip), "uninstall", "-y", "-q", "onnxruntime"], tmp_path, env)
+    left = json.loads(_run([str(py), "-c", "import json, explainer.runtime_check as r; "
+                            "print(json.dumps(r.onnxruntime_distributions()))"], work, env))
+    assert left == []
+    swap = _report(pip, "onnxruntime-gpu", tmp_path, env)
+    assert [n for n in swap if n.startswith("onnxruntime")] == ["onnxruntime-gpu"]

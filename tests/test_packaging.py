@@ -17,7 +17,7 @@ from explainer.cli import main
 from explainer.errors import InputError
 from explainer.imaging import Preprocessing, crop_box, fit_pixels
 from explainer.runtime_check import onnxruntime_distributions, runtime_problem
-from explainer.triton_server import LocalTritonServer
+from explainer.backends.triton.server import LocalTritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 COFFEE = ROOT / "models" / "efficientnet_lite0" / "examples" / "coffee.png"
@@ -91,8 +91,8 @@ def test_runtime_check_names_a_clash_and_the_fix(tmp_path: Path) -> None:
     site.mkdir()
     _dist(site, "onnxruntime-extensions", "0.14.0", "onnxruntime_extensions")  # an add-on, not a runtime
     assert onnxruntime_distributions([str(site)]) == []
-    assert runtime_problem([str(site)]) == ("no ONNX Runtime is installed: pip install 'explainer[cpu]' "
-                                            "(or 'explainer[gpu]' on a machine with CUDA)")
+    assert runtime_problem([str(site)]) == ("no ONNX Runtime is installed: pip install onnxruntime "
+                                            "(or onnxruntime-gpu on a machine with CUDA)")
     _dist(site, "onnxruntime-gpu", "1.22.0", "onnxruntime")
     assert onnxruntime_distributions([str(site)]) == ["onnxruntime-gpu"]
     assert runtime_problem([str(site)]) is None

@@ -1,6 +1,6 @@
 """The Triton backend against a real local Triton server (nvidia-pytriton's tritonserver).
 
-The first run sets up the server's environment (conftest: explainer.triton_server.ensure_venv,
+The first run sets up the server's environment (conftest: explainer.backends.triton.server.ensure_venv,
 about a minute); the server starts in a few seconds.
 """
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import explainer
-from explainer.backends.triton_endpoints import headers_dict, parse_endpoints
-from explainer.backends.triton_transport import TritonError
+from explainer.backends.triton.endpoints import headers_dict, parse_endpoints
+from explainer.backends.triton.transport import TritonError
 from explainer.cli import main
-from explainer.triton_repo import python_backend_repo, write_model
-from explainer.triton_server import PROJECT, LocalTritonServer, free_port
+from explainer.backends.triton.repo import python_backend_repo, write_model
+from explainer.backends.triton.server import PROJECT, LocalTritonServer, free_port
 from tiny import linear_classifier
 
 COFFEE = str(PROJECT / "models" / "efficientnet_lite0" / "examples" / "coffee.png")
@@ -99,9 +99,9 @@ def test_bundled_model_end_to_end_cli(server, tmp_path, capsys):
     assert SECRET not in every
 
 
-def _fails_cleanly(capsys, tmp_path, args, message):
+def _fails_cleanly(capsys, tmp_path, args, message, code=2):
     out = tmp_path / "out"
-    assert main(["explain", COFFEE, "--method", "occlusion", "--out", str(out), *args]) == 2
+    assert main(["explain", COFFEE, "--method", "occlusion", "--out", str(out), *args]) == code
     err = capsys.readouterr().err.strip()
     assert err.startswith("explainer: error:") and len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
@@ -141,7 +141,7 @@ def test_server_stopped_mid_run(tmp_path_factory, tmp_path, capsys, tiny_onnx):
         err = _fails_cleanly(capsys, tmp_path, ["--model", f"{own.grpc_url}/big", "--mask-size", "2",
                                                 "--stride", "1", "--mini-batch-size", "1", "--concurrency", "1",
                                                 "--retry-seconds", "2"],
-                             own.grpc_url.split("//")[1])
+                             own.grpc_url.split("//")[1], code=3)
         stopper.join()
         # what a stopping Triton says: models unloaded first (NOT_FOUND, never retried), then
         # UNAVAILABLE, then connection refused (both retried until the attempts run out)
@@ -151,7 +151,7 @@ def test_server_stopped_mid_run(tmp_path_factory, tmp_path, capsys, tiny_onnx):
 
 
 def test_production_config_carries_the_metadata(tiny_onnx):
-    from explainer.triton_repo import production_config
+    from explainer.backends.triton.repo import production_config
     assert "explainer.preprocessing" in production_config(PROJECT / "models/efficientnet_lite0/model.onnx", "m")
     assert "parameters" not in production_config(tiny_onnx["bare"], "bare")
 
@@ -201,7 +201,7 @@ def test_grpcs_with_a_ca_certificate(tmp_path, tiny_onnx):
     import shutil
     import subprocess
 
-    from explainer.backends.triton_endpoints import Tls
+    from explainer.backends.triton.endpoints import Tls
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"

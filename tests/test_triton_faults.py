@@ -21,8 +21,8 @@ from PIL import Image
 
 import explainer
 from explainer.cli import main
-from explainer.triton_repo import WRAPPER, write_model
-from explainer.triton_server import LocalTritonServer
+from explainer.backends.triton.repo import WRAPPER, write_model
+from explainer.backends.triton.server import LocalTritonServer
 from tiny import linear_classifier
 
 PRE = {"size": [16, 16], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -112,7 +112,7 @@ def _explain(out: Path, url: str, *args: str, images: list[str]) -> int:
 
 def _fails_cleanly(capsys, out: Path, code: int, *messages: str) -> str:
     err = capsys.readouterr().err.strip()
-    assert code == 2, err
+    assert code == 3, err  # the server or model failed mid-run (ServerError / ModelError)
     assert err.startswith("explainer: error:") and len(err.splitlines()) == 1, err
     assert all(m in err for m in messages), err
     assert not out.exists() or not any(out.iterdir())
@@ -248,7 +248,7 @@ def test_resume_after_an_interruption_is_byte_identical(fault_server, tmp_path, 
     # "flaky" fails its 41st perturbed request once (INTERNAL: not retried): the run stops mid-way
     code = _explain(tmp_path / "out", f"{s.grpc_url}/flaky", *args, images=images)
     err = capsys.readouterr().err
-    assert code == 2 and "injected fault" in err and len(err.strip().splitlines()) == 1
+    assert code == 3 and "injected fault" in err and len(err.strip().splitlines()) == 1
     done = sorted(p.name for p in (tmp_path / "out").iterdir())
     stems = sorted({n.split(".")[0] for n in done})
     assert 0 < len(stems) < len(images)

@@ -12,15 +12,15 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import explainer
-from explainer.backends.triton_gradients import gradient_model_name, sanitise_layer
+from explainer.backends.triton.naming import gradient_model_name, sanitise_layer
 from explainer.cli import main
 from explainer.errors import InputError
 from explainer.methods.deep_dream import deep_dream
 from explainer.methods.grad_cam import cam, grad_cam
 from explainer.methods.gradient_maps import deconvnet, gradient, guided_backprop
 from explainer.methods.integrated_gradients import integrated_gradients
-from explainer.triton_repo import write_model
-from explainer.triton_server import PROJECT, LocalTritonServer
+from explainer.backends.triton.repo import write_model
+from explainer.backends.triton.server import PROJECT, LocalTritonServer
 
 BUNDLED = PROJECT / "models" / "efficientnet_lite0" / "model.onnx"
 COFFEE = str(PROJECT / "models" / "efficientnet_lite0" / "examples" / "coffee.png")

@@ -14,10 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 import explainer
 from explainer.cli import main
 from explainer.errors import InputError
-from explainer.graph.activations import layer_activations
 from explainer.methods.activations import activations
-from explainer.triton_repo import write_model
-from explainer.triton_server import PROJECT, LocalTritonServer
+from explainer.backends.triton.repo import write_model
+from explainer.backends.triton.server import PROJECT, LocalTritonServer
 
 COFFEE = str(PROJECT / "models" / "efficientnet_lite0" / "examples" / "coffee.png")
 PRE = {"size": [8, 8], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -71,7 +70,7 @@ def test_activations_equal_in_process(served, protocol):
                                   concurrency=3)
     names = ["act", "a", "/block/conv2", "/block/conv2_output_0"]  # node and tensor names alike
     batch = _batch(11)  # three requests of <= 4, run concurrently, come back in order
-    got, want = remote.layer_activations(batch, names), layer_activations(local, batch, names)
+    got, want = remote.layer_activations(batch, names), local.activations(batch, names)
     assert list(got) == names and got["a"].shape == (11, 4, 8, 8) and got["/block/conv2"].shape == (11, 5, 8, 8)
     for name in names:
         assert got[name].dtype == np.float32
@@ -96,7 +95,7 @@ def test_layer_not_exposed_and_explicit_model(served):
     plain = explainer.load_model(f"{url}/plain", layers_model="tiny_layers")
     local = explainer.load_model(str(served["tiny"]))
     np.testing.assert_allclose(plain.layer_activations(_batch(3), ["a"])["a"],
-                               layer_activations(local, _batch(3), ["a"])["a"], rtol=1e-6, atol=1e-6)
+                               local.activations(_batch(3), ["a"])["a"], rtol=1e-6, atol=1e-6)
     with pytest.raises(InputError, match="'tiny' is not a layers model"):
         explainer.load_model(f"{url}/plain", layers_model="tiny").layer_activations(_batch(1), ["act"])
     with pytest.raises(InputError, match="only to Triton endpoints"):

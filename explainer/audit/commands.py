@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ..graph.triton_export import add_repo_options
+from ..backends.triton.export import add_repo_options
 
 
 def _names(text: str) -> list[str]:
@@ -41,7 +41,7 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
 
 def cmd_export_layers(args: argparse.Namespace) -> None:
     from ..errors import InputError
-    from ..graph.activations import export_layers
+    from ..export_command import export_layers
 
     if (args.out is None) == (args.triton_repo is None):
         raise InputError("give exactly one of --out FILE and --triton-repo REPO")
@@ -50,7 +50,7 @@ def cmd_export_layers(args: argparse.Namespace) -> None:
             raise InputError("--name and --max-batch-size apply only with --triton-repo")
         print(export_layers(args.model, args.layers, args.out))
         return
-    from ..graph.triton_export import export_layers_to_repo
+    from ..backends.triton.export import export_layers_to_repo
 
     if args.max_batch_size is not None and args.max_batch_size < 1:
         raise InputError(f"--max-batch-size must be a positive integer, got {args.max_batch_size}")

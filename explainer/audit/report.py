@@ -13,10 +13,9 @@ import numpy as np
 from ..dataset import extremes, grid_png, tsne, tsne_png, write_tsne_csv
 from ..errors import InputError
 from ..explanation import atomic_write_all, png_bytes
-from ..graph.activations import layer_activations
 from ..methods.activations import resolve_layer
 from .findings import mean_map
-from .run import Audit
+from .records import Audit
 
 CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #bbb;padding:3px 6px;text-align:center;font-size:13px}th{background:#eee}
@@ -118,7 +117,7 @@ def _tsne(a: Audit, out: Path, layer: str, seed: int) -> tuple[str, dict[Path, b
     if len(a.paths) < 4:
         return "<p>t-SNE needs at least 4 images.</p>", {}
     name = resolve_layer(a.model, layer)
-    feats = layer_activations(a.model, a.x, [name])[name]
+    feats = a.model.activations(a.x, [name])[name]
     coords, perplexity = tsne(feats.reshape(len(feats), -1), seed=seed)
     labels = a.model.spec.labels
     predicted = [labels[int(k)] for k in a.predicted]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,68 +12,17 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import metrics
-from ..backends.base import Model
+from ..model import Model
 from ..dataset import list_images, load_folder, predict_all
 from ..errors import InputError
 from ..explanation import atomic_write_all, safe_stem
 from ..imaging import read_image
 from ..methods import MethodInfo, discover
 from ..methods.common import ImageInput
-from .findings import Finding, spurious_region
+from .findings import spurious_region
+from .records import Audit, AuditResult, Explained
 
 CACHE_VERSION = 1
-
-
-@dataclass
-class Explained:
-    """One method's results for one image (what the cache holds)."""
-
-    map: np.ndarray
-    display: str
-    metrics: dict[str, Any]
-    deletion: list[float]
-    insertion: list[float]
-
-
-@dataclass
-class Audit:
-    """Everything the report shows.
-
-    Attributes
-    ----------
-    paths : list of Path, N images; truth : list of str or None
-    probs : (N, K) float64; predicted : (N,) int
-    pixels : (N, H, W, 3) uint8
-    results : dict method -> list of N Explained
-    objects : (N, H, W) bool or None, ground-truth masks (all images have one)
-    findings : list of Finding
-    """
-
-    model: Model
-    paths: list[Path]
-    truth: list[str | None]
-    probs: np.ndarray
-    predicted: np.ndarray
-    pixels: np.ndarray
-    x: np.ndarray
-    methods: list[str]
-    results: dict[str, list[Explained]] = field(default_factory=dict)
-    objects: np.ndarray | None = None
-    findings: list[Finding] = field(default_factory=list)
-    computed: int = 0
-    reused: int = 0
-
-
-@dataclass(frozen=True)
-class AuditResult:
-    """Where the report is, the accuracy (None without true classes), flags and cache use."""
-
-    report: Path
-    accuracy: float | None
-    flags: list[dict[str, Any]]
-    findings: list[Finding]
-    computed: int
-    reused: int
 
 
 def _methods(names: Sequence[str]) -> dict[str, MethodInfo]:

@@ -18,8 +18,7 @@ import numpy as np
 
 from ..graph.incremental import Prefix, prefix, segment, with_cut_outputs
 from ..graph.incremental_plan import Plan, changed_range, crop_start, plan
-from ..errors import InputError
-from .base import Model
+from .base import Model, ModelBase
 from .cpu_parallel import cpu_cores
 
 MIN_SPEEDUP = 1.2
@@ -50,7 +49,7 @@ def changed_boxes(batch: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-class IncrementalModel:
+class IncrementalModel(ModelBase):
     """A Model that runs inputs near a base input ``x`` incrementally (see the module doc).
 
     ``info`` says which path ran, for an Explanation's params.
@@ -165,16 +164,6 @@ class IncrementalModel:
                 dst[i, :, ya - dy:yb - dy, xa - dx:xb - dx] = src[i, :, ya - sy:yb - sy, xa - sx:xb - sx]
 
 
-MODES = ("auto", "off")
-
-
-def check_incremental(mode: str) -> str:
-    """Validate the ``incremental`` option."""
-    if mode not in MODES:
-        raise InputError(f"incremental must be 'auto' or 'off', got {mode!r}")
-    return mode
-
-
 def _session(model: bytes, providers: list[str], workers: int) -> Any:
     import onnxruntime as ort
 
@@ -184,8 +173,7 @@ def _session(model: bytes, providers: list[str], workers: int) -> Any:
     return ort.InferenceSession(model, options, providers=providers)
 
 
-def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int],
-                      mode: str = "auto") -> tuple[Model, dict[str, Any]]:
+def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int]) -> tuple[Model, dict[str, Any]]:
     """``model`` made incremental around ``x`` for boxes up to ``box``, or ``model`` itself.
 
     Returns
@@ -193,8 +181,6 @@ def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int],
     (model to run, info)
         info["path"] is "incremental" or "full", with the reason for "full".
     """
-    if mode == "off":
-        return model, dict(path="full", reason="incremental inference turned off")
     reason = _unsupported(model)
     if reason:
         return model, dict(path="full", reason=reason)

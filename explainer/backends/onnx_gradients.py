@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from . import graph_cache
 from ..errors import InputError
 from ..graph.gradients import gradient_model
-from .base import to_layout
 from .cpu_parallel import SessionSet, cpu_cores, plan, sample_bytes
-from .onnx_safety import load_checked
-
-
-def load_with_weights(path: Path) -> onnx.ModelProto:
-    """The model with its external data (locations checked first, as for inference)."""
-    proto, external = load_checked(path)
-    if external:
-        from onnx.external_data_helper import load_external_data_for_model
-
-        load_external_data_for_model(proto, str(Path(path).parent))
-    return proto
+from .feed import feed_array
+from .onnx_derived import load_with_weights
 
 
 def gradient_session(model: Any, layer: str | None, relu: str) -> SessionSet:
@@ -34,8 +22,8 @@ def gradient_session(model: Any, layer: str | None, relu: str) -> SessionSet:
     holds a verified entry for this model, rule and layer; else it is built and stored.
     Sessions are created on first use, only those a run needs.
     """
-    cache = model.__dict__.setdefault("_gradient_sessions", {})
-    key = (layer, relu)
+    cache = model.derived
+    key = ("gradients", layer, relu)
     if key not in cache:
         data, per_sample = gradient_bytes(model, layer, relu)
         cache[key] = SessionSet(data, model.providers, per_sample)
@@ -126,7 +114,7 @@ def _run(model: Any, session: Any, part: np.ndarray, wl: np.ndarray, wp: np.ndar
         part = np.pad(part, pad + [(0, 0)] * 3)
         wl, wp = np.pad(wl, pad + [(0, 0)]), np.pad(wp, pad + [(0, 0)])
     layout = model.spec.preprocessing.layout
-    feed = {model.spec.input_name: to_layout(np.asarray(part, dtype=model._dtype), layout),
+    feed = {model.spec.input_name: feed_array(model, part),
             "logit_weights": wl, "probability_weights": wp}
     names = [model.spec.output_name, "gradient"] + (["activations"] if layer is not None else [])
     got = session.run(names, feed)

@@ -15,8 +15,10 @@ from ..runtime_check import check_onnxruntime
 from . import graph_cache
 from .isolation import probe_session, run_isolated
 from .onnx_device import cuda_device_id, is_device_array, predict_device
-from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked
-from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
+from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked, read_onnx
+from . import onnx_derived
+from .base import OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, default_labels, to_layout
+from .feed import feed_array, pad_rows
 
 _DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
            onnx.TensorProto.DOUBLE: np.float64}
@@ -94,7 +96,7 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-class OnnxModel:
+class OnnxModel(ModelBase):
     """An ONNX image classifier run by ONNX Runtime.
 
     Parameters
@@ -117,6 +119,7 @@ class OnnxModel:
     """
 
     backend = "onnxruntime"
+    has_gradients = True
 
     def __init__(self, path: str | Path, *, device: str = "auto", labels: Sequence[str] | None = None,
                  max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, isolate: bool = False,
@@ -125,6 +128,9 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.path = Path(path)
+        self.derived: dict[tuple, Any] = {}  # every session derived from the file, by what it computes
+        self._options = dict(device=device, labels=None if labels is None else list(labels),
+                             max_model_bytes=max_model_bytes, **overrides)
         proto, external = load_checked(self.path, max_bytes=max_model_bytes)
         image = _image_input(proto, self.path)
         dims = _dims(image)
@@ -188,6 +194,53 @@ class OnnxModel:
         return gradients(self, batch, logit_weights, probability_weights, layer=layer, relu=relu)
 
     @property
+    def _gradient_sessions(self) -> dict[tuple, Any]:
+        """The gradient sessions in :attr:`derived`, by (layer, relu)."""
+        return {k[1:]: v for k, v in self.derived.items() if k[0] == "gradients"}
+
+    def activations(self, batch: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """The named layers' tensors {layer: (N, ...) float32} (a derived session with extra outputs)."""
+        return onnx_derived.activations(self, batch, layers)
+
+    def layer_mean_gradients(self, batch: np.ndarray, weights: np.ndarray,
+                             layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """Channel means of ``layer`` (N, C') and d sum(weights * means) / d input (N, C, H, W)."""
+        return onnx_derived.layer_mean_gradients(self, batch, weights, layer)
+
+    def layer_channels(self, layer: str) -> int:
+        """C', the channels of ``layer`` by shape inference."""
+        return onnx_derived.layer_channels(self, layer)
+
+    def default_feature_layer(self) -> str:
+        """MATLAB's default feature layer of the graph."""
+        return onnx_derived.feature_layer(self)
+
+    def linear_head(self) -> tuple[str, np.ndarray]:
+        """The tensor before global average pooling and the FC weights (K, C) float64."""
+        return onnx_derived.linear_head(self)
+
+    def layers(self) -> list[Layer]:
+        """Every node of the graph with its output tensor and inferred shape."""
+        from ..graph.inspect import layers
+
+        return layers(read_onnx(self.path))
+
+    def hidden_unit_model(self, layer: str) -> "OnnxModel":
+        """An OnnxModel whose outputs are the feature-map means of ``layer`` (N, C)."""
+        return onnx_derived.hidden_unit_model(self, layer)
+
+    def incremental(self, x: np.ndarray, box: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+        """Incremental inference around ``x`` for boxes up to ``box`` (backends/incremental.py)."""
+        from .incremental import incremental_model
+
+        return incremental_model(self, x, box)
+
+    def describe(self) -> dict[str, Any]:
+        """``{"backend": "onnxruntime", "source": path, "options": {...}}``: picklable, rebuilt by
+        :func:`explainer.api.model_from_description` (the file must be readable there too)."""
+        return {"backend": self.backend, "source": str(self.path), "options": dict(self._options)}
+
+    @property
     def accepts_device_arrays(self) -> bool:
         """True when the session runs on CUDA: ``predict`` then takes CuPy batches as they are."""
         return cuda_device_id(self.session) is not None
@@ -217,10 +270,7 @@ class OnnxModel:
 
     def _run(self, part: np.ndarray) -> np.ndarray:
         n = part.shape[0]
-        fixed = self.spec.fixed_batch_size
-        if fixed and n < fixed:
-            part = np.concatenate([part, np.zeros((fixed - n,) + part.shape[1:], part.dtype)])
-        feed = to_layout(np.asarray(part, dtype=self._dtype), self.spec.preprocessing.layout)
+        feed = feed_array(self, pad_rows(part, self.spec.fixed_batch_size))
         out = self.session.run([self.spec.output_name], {self.spec.input_name: feed})[0]
         return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[:n]
 

@@ -106,3 +106,17 @@ def layer_means_model(model: onnx.ModelProto, layer: str) -> onnx.ModelProto:
     del derived.metadata_props[:]
     derived.metadata_props.extend(kept)
     return derived
+
+
+def objective_gradient_model(forward: onnx.ModelProto, layer: str | None = None, relu: str = "standard",
+                             dream_layer: str | None = None) -> onnx.ModelProto:
+    """The gradient model of ``forward`` (w.r.t. ``layer``), or of ``dream_layer``'s channel means."""
+    from .gradients import gradient_info, gradient_model
+
+    if dream_layer is None:
+        return gradient_model(forward, layer=layer, relu=relu)
+    if layer is not None or relu != "standard":
+        raise InputError("--dream-layer takes no --layer and no --relu")
+    proto = gradient_model(layer_means_model(forward, dream_layer))
+    gradient_info(proto, objective="layer_means", of=dream_layer)
+    return proto

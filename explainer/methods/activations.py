@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..backends.base import Model
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
-from ..graph.activations import layer_activations
 from . import MethodInfo, Option
 from .common import explanation, prepare
 
@@ -56,21 +55,7 @@ def upsample(channel: np.ndarray, shape: tuple[int, int], order: int) -> np.ndar
 
 def resolve_layer(model: Model, layer: str) -> str:
     """``layer``, or for "auto" the model's default feature layer (its output tensor)."""
-    if layer != "auto":
-        return layer
-    if callable(getattr(model, "default_feature_layer", None)):  # a served model (Triton) says where
-        return model.default_feature_layer()
-    from ..backends.onnx_safety import read_onnx
-    from ..graph.inspect import default_feature_layer
-
-    try:
-        proto = read_onnx(model.spec.source)
-    except InputError:
-        raise InputError("layer 'auto' needs the ONNX file; name a layer with --layer") from None
-    found = default_feature_layer(proto, model.spec.preprocessing.layout)
-    if found is None:
-        raise InputError("this model has no default feature layer; name one with --layer")
-    return found.name
+    return layer if layer != "auto" else model.default_feature_layer()
 
 
 def activations(model: Model, image: Any, target: int | str | None = None, *, layer: str = "auto",
@@ -104,7 +89,7 @@ def activations(model: Model, image: Any, target: int | str | None = None, *, la
         raise InputError(f"num_channels must be a positive integer, got {num_channels!r}")
     prep = prepare(model, image, target, "probability")
     layer = resolve_layer(model, layer)
-    act = layer_activations(model, prep.x, [layer])[layer]
+    act = model.activations(prep.x, [layer])[layer]
     if act.ndim != 4:
         raise InputError(f"layer {layer!r} has a {act.ndim}-D output {list(act.shape)}; "
                          "activations need a 4-D (N, C, h, w) feature map")

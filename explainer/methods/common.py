@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..backends.base import Model, resolve_target, scores
+from ..model import Model, resolve_target, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..imaging import crop_box, fit_pixels, preprocess, read_image

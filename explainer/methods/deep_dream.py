@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..backends.base import Model, resolve_target
+from ..model import Model, resolve_target
 from ..errors import InputError
 from ..explanation import Explanation
 from . import MethodInfo, Option

@@ -6,17 +6,15 @@ import time
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
-from ..backends.base import Model
+from ..graph.heads import cam_weights  # noqa: F401  (re-exported: CAM's head reader)
+from ..model import CapabilityError, Model
 from ..errors import InputError
 from ..explanation import Explanation
-from ..graph.activations import layer_activations
 from . import MethodInfo, Option
 from .activations import resolve_layer, upsample
 from .common import explanation, prepare
-from .gradient_common import require_gradients, target_weights
+from .gradient_common import has_gradients, require_gradients, target_weights
 
 UPSAMPLING = ("bicubic", "nearest", "none")
 
@@ -82,48 +80,6 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     return _finish(model, prep, "grad-cam", cam, output_upsampling, params)
 
 
-def _initializer(g: onnx.GraphProto, name: str) -> np.ndarray | None:
-    found = next((t for t in g.initializer if t.name == name), None)
-    if found is None:
-        found = next((numpy_helper.to_array(a.t) for n in g.node if n.op_type == "Constant" and n.output[0] == name
-                      for a in n.attribute if a.name == "value"), None)
-        return None if found is None else np.asarray(found)
-    return numpy_helper.to_array(found)
-
-
-def cam_weights(proto: onnx.ModelProto) -> tuple[str, np.ndarray]:
-    """The feature tensor before global average pooling and the FC weights (K, C).
-
-    Follows the output back through Softmax, Add (bias), Gemm or MatMul, and
-    Flatten/Reshape/Squeeze to a GlobalAveragePool.
-
-    Raises
-    ------
-    InputError
-        When the model does not end in GlobalAveragePool + fully connected layer.
-    """
-    g = proto.graph
-    producer = {o: n for n in g.node for o in n.output}
-    refuse = InputError("cam needs a model that ends in GlobalAveragePool + a fully connected layer "
-                        "(Gemm or MatMul); use --method grad-cam for this model")
-    node, weights = producer.get(g.output[0].name), None
-    while node is not None and node.op_type in ("Softmax", "Add", "Identity", "Flatten", "Reshape",
-                                                "Squeeze", "Gemm", "MatMul"):
-        if node.op_type in ("Gemm", "MatMul"):
-            if weights is not None:
-                raise refuse
-            w = _initializer(g, node.input[1])
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            if w is None or w.ndim != 2 or attrs.get("transA", 0):
-                raise refuse
-            weights = w * attrs.get("alpha", 1.0) if attrs.get("transB", 0) and node.op_type == "Gemm" \
-                else w.T * attrs.get("alpha", 1.0)
-        node = next((producer[i] for i in node.input if i in producer and _initializer(g, i) is None), None)
-    if node is None or node.op_type != "GlobalAveragePool" or weights is None:
-        raise refuse
-    return node.input[0], np.asarray(weights, np.float64)
-
-
 def cam(model: Model, image: Any, target: int | str | None = None, *, score: str = "probability",
         output_upsampling: str = "bicubic", progress: bool = False) -> Explanation:
     """Class activation map: sum_c W[target, c] A_c, A the features before the global pooling.
@@ -139,19 +95,17 @@ def cam(model: Model, image: Any, target: int | str | None = None, *, score: str
     Explanation
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
-    from ..backends.onnx_safety import read_onnx
-
     try:
-        proto = read_onnx(model.spec.source)
-    except InputError:
-        if not callable(getattr(model, "default_feature_layer", None)):
+        head: tuple[str, np.ndarray] | None = model.linear_head()
+    except CapabilityError:
+        if not has_gradients(model):
             raise InputError("cam reads the fully connected weights from the ONNX file; "
                              f"{model.spec.source!r} is not one (use --method grad-cam)") from None
-        proto = None  # a served model: the weights come from its deployed layer gradients
-    if proto is not None:
-        tensor, weights = cam_weights(proto)
+        head = None  # a served model: the weights come from its deployed layer gradients
+    if head is not None:
+        tensor, weights = head
         prep = prepare(model, image, target, score)
-        a = _channels_first(layer_activations(model, prep.x, [tensor])[tensor], model, tensor)[0]
+        a = _channels_first(model.activations(prep.x, [tensor])[tensor], model, tensor)[0]
         prep.stats.forward_passes += 1
         if weights.shape != (model.spec.num_classes, a.shape[0]):
             raise InputError(f"cam: FC weights {list(weights.shape)} do not match {a.shape[0]} channels "

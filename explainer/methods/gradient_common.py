@@ -7,12 +7,19 @@ from typing import Callable
 
 import numpy as np
 
-from ..backends.base import Model, batch_slices
+from ..model import Model, ModelBase, batch_slices
 from ..errors import InputError
 from ..perturbation.engine import check_batch_size
 from .common import Prepared
 
 RELU_RULES = {"gradient": "standard", "guided-backprop": "guided", "deconvnet": "deconv"}
+
+
+def has_gradients(model: Model) -> bool:
+    """Whether ``model`` computes gradients (``has_gradients``; a duck-typed model: a ``gradients`` method)."""
+    if isinstance(model, ModelBase):
+        return bool(getattr(model, "has_gradients", False))
+    return callable(getattr(model, "gradients", None))
 
 
 def require_gradients(model: Model, method: str) -> None:
@@ -23,7 +30,7 @@ def require_gradients(model: Model, method: str) -> None:
     InputError
         Naming the backend and how to export and deploy a gradient model.
     """
-    if callable(getattr(model, "gradients", None)):
+    if has_gradients(model):
         return
     backend = getattr(model, "backend", type(model).__name__)
     raise InputError(

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Model
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from . import MethodInfo, Option

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Model, scores
+from ..model import Model, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..imaging import preprocess

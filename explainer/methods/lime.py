@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..backends.base import Model, scores
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
 from ..perturbation.adaptive import check_quality, run_adaptive
-from ..perturbation.engine import BatchRing, check_batch_size, stream
+from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module
 from . import MethodInfo, Option
 from .shared_options import QUALITY_OPTION
@@ -225,11 +225,9 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
     z[0] = True
     x_dev, fill_dev, lab_dev, z_dev = (xp.asarray(a) for a in (prep.x, fill, labels, z))
 
-    ring = BatchRing(model, mini_batch_size, num_samples - 1, prep.x.shape[1:], xp)
-
-    def make_batch(start: int, stop: int) -> Any:
+    def fill_batch(out: Any, start: int, stop: int) -> Any:
         keep = masks.segment_masks(z_dev[start + 1:stop + 1], lab_dev)
-        return masks.blend(x_dev, keep, fill_dev, xp, out=ring.take(start, stop))
+        return masks.blend(x_dev, keep, fill_dev, xp, out=out)
 
     y = np.zeros(num_samples)
     y[0] = prep.score
@@ -237,9 +235,9 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
 
     def evaluate(start: int, stop: int) -> None:  # sample rows start..stop-1 (row 0 is the image)
         first = max(start, 1)
-        outputs = stream(model, stop - first, mini_batch_size, lambda a, b: make_batch(a + first - 1, b + first - 1),
-                         prep.stats, progress=progress, desc="lime")
-        y[first:stop] = scores(outputs, model.spec, score)[:, prep.target]
+        y[first:stop] = perturb(model, prep.x, stop - first,
+                                lambda out, a, b: fill_batch(out, a + first - 1, b + first - 1), mini_batch_size,
+                                prep.stats, xp, score=score, target=prep.target, progress=progress, desc="lime")
 
     def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
         h = n // 2

@@ -8,15 +8,14 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..backends.base import Model, scores
-from ..backends.incremental import check_incremental, incremental_model
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
-from ..perturbation.engine import BatchRing, check_batch_size, stream
+from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
-from .shared_options import INCREMENTAL_OPTION
+from .shared_options import INCREMENTAL_OPTION, check_incremental, incremental_runner
 from .common import explanation, prepare, auto_or_numbers
 
 UPSAMPLING = ("bicubic", "nearest", "none")
@@ -127,7 +126,7 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
         Where masks are built and maps aggregated (NumPy or CuPy).
     incremental : {"auto", "off"}
         "auto": run masked inputs incrementally (only the region of each layer a mask
-        reaches is recomputed, backends/incremental.py) when the model is an in-process
+        reaches is recomputed, ``Model.incremental``) when the model is an in-process
         convolutional ONNX model and the cost model expects it to pay; same map to
         float32 rounding. ``params["inference"]`` says which path ran and why.
 
@@ -153,15 +152,13 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
         idx = xp.arange(start, stop)
         return masks.box_axes(lo_y[idx // nx], lo_x[idx % nx], grid.mask_size, shape, xp)
 
-    runner, inference = incremental_model(model, prep.x, grid.mask_size, incremental)
-    ring = BatchRing(model, mini_batch_size, grid.count, prep.x.shape[1:], xp)
+    def fill(out: Any, start: int, stop: int) -> Any:
+        return masks.apply_boxes(x_dev, *axes(start, stop), value_dev, xp, out=out)
 
-    def make_batch(start: int, stop: int) -> Any:
-        return masks.apply_boxes(x_dev, *axes(start, stop), value_dev, xp, out=ring.take(start, stop))
-
-    outputs = stream(runner, grid.count, mini_batch_size, make_batch, prep.stats,
-                     progress=progress, desc="occlusion")
-    diff = prep.score - scores(outputs, model.spec, score)[:, prep.target]
+    runner, inference = incremental_runner(model, prep.x, grid.mask_size, incremental)
+    y = perturb(runner, prep.x, grid.count, fill, mini_batch_size, prep.stats, xp, score=score,
+                target=prep.target, progress=progress, desc="occlusion")
+    diff = prep.score - y
     relevance = _aggregate(diff, grid, shape, output_upsampling, axes(0, grid.count), xp)
     params = dict(mask_size=list(grid.mask_size), stride=list(grid.stride),
                   mask_value=value.tolist(), mask_clipping=mask_clipping,

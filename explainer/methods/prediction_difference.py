@@ -10,15 +10,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends.base import Model
-from ..backends.incremental import check_incremental, incremental_model
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation.engine import check_batch_size
 from ..perturbation.sampling import ConditionalSampler, MarginalSampler, load_folder
 from ..xp import array_module
 from . import MethodInfo, Option
-from .shared_options import INCREMENTAL_OPTION
+from .shared_options import INCREMENTAL_OPTION, check_incremental, incremental_runner
 from .common import Prepared, auto_or_numbers, explanation, prepare
 from .prediction_difference_core import (Windows, aggregate, evidence, grid_windows, hidden_unit_model,
                                          refine, window_scores)
@@ -190,7 +189,7 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
     n_cls = model.spec.num_classes if num_classes == "auto" else _positive("num_classes", num_classes)
     cost = prediction_difference_cost(shape, window_size=k, stride=step, num_samples=s,
                                       coarse_to_fine=coarse_to_fine)
-    runner, inference = incremental_model(model, prep.x, (k, k), incremental)
+    runner, inference = incremental_runner(model, prep.x, (k, k), incremental)
     run = dict(model=runner, prep=prep, sampler=sampler, s=s, score=score, batch=mini_batch_size,
                seed=int(seed), xp=xp, progress=progress, n=n_train, k=n_cls)
     if coarse_to_fine is None:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
-import onnx
 
-from ..backends.base import Model, scores
+from ..model import Model, scores
 from ..errors import InputError
-from ..graph.outputs import layer_means_model
 from ..perturbation import masks
 from ..perturbation.engine import RunStats, stream
 from ..perturbation.sampling import fill_windows, window_starts
@@ -178,27 +173,12 @@ def refine(coarse: Windows, values: np.ndarray, fraction: float, fine: Windows,
 
 
 def hidden_unit_model(model: Model, layer: str) -> Model:
-    """A Model whose outputs are the feature-map means of ``layer`` (N, C).
+    """A Model whose outputs are the feature-map means of ``layer`` (N, C): ``model.hidden_unit_model``.
 
-    Built from the ONNX file of an ONNX Runtime model (graph surgery in
-    :func:`explainer.graph.outputs.layer_means_model`), with the same device and
-    preprocessing; unit ``c`` is then output (class) ``c``.
+    Unit ``c`` is then output (class) ``c``; the backend builds it (ONNX Runtime: graph
+    surgery by :func:`explainer.graph.outputs.layer_means_model`, same device and preprocessing).
     """
-    from ..backends.onnxruntime import OnnxModel
-
-    if not isinstance(model, OnnxModel):
+    make = getattr(model, "hidden_unit_model", None)
+    if make is None:
         raise InputError("layer= needs a model run in-process by ONNX Runtime (an .onnx file)")
-    derived = layer_means_model(onnx.load(str(model.path)), layer)
-    pre = model.spec.preprocessing
-    device = "gpu" if model.providers[0] == "CUDAExecutionProvider" else "cpu"
-    with tempfile.TemporaryDirectory(prefix="explainer-") as tmp:
-        path = Path(tmp) / "layer_means.onnx"
-        onnx.save(derived, str(path))
-        units = OnnxModel(path, device=device, size=pre.size, layout=pre.layout, scale=pre.scale,
-                          mean=pre.mean, std=pre.std)
-    k = units.spec.num_classes
-    units.spec = dataclasses.replace(units.spec, source=f"{model.spec.source}#{layer}",
-                                     labels=tuple(f"{layer} unit {i}" for i in range(k)))
-    if hasattr(model, "in_flight"):
-        units.in_flight = model.in_flight
-    return units
+    return make(layer)

@@ -7,20 +7,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends.base import Model, scores
+from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
 from ..perturbation.adaptive import check_quality, run_adaptive
-from ..perturbation.engine import BatchRing, check_batch_size, stream
+from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
 from .shared_options import QUALITY_OPTION
 from .common import auto_or_numbers, explanation, prepare
 from .occlusion import _mask_value
 
-AGGREGATE_CHUNK = 256  # masks per aggregation GEMM; fixed so results do not depend on batch size
 FIRST_ROUND = 250  # masks in the first adaptive round (then 500, 1000, ...)
+AGGREGATE_CHUNK = 256  # masks per aggregation GEMM; fixed so results do not depend on batch size
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
         File, (H0, W0, 3) uint8 pixels, or a (1, C, H, W) float32 input tensor.
     target : int, str or None
     num_masks : int
-        N (forward passes: N + 1); the cap with an adaptive ``quality``.
+        N (forward passes: N + 1).
     grid_size : int
         s, cells per side of the low-resolution grid.
     keep_probability : float
@@ -127,8 +127,8 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     quality : {"best", "balanced", "fast"}
         "best" evaluates all N masks. "balanced" / "fast" evaluate 250, 500, 1000, ...
         masks and stop once the maps of the two halves (mean score taken out) have
-        Spearman rho >= 0.95 / 0.90
-        (perturbation/adaptive.py); ``params["stopping"]`` records where.
+        Spearman rho >= 0.95 / 0.90 (perturbation/adaptive.py); ``params["stopping"]``
+        records where.
 
     Returns
     -------
@@ -146,17 +146,15 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     make = MaskMaker(plan, xp)
     x_dev, fill_dev = xp.asarray(prep.x), xp.asarray(fill)
 
-    ring = BatchRing(model, mini_batch_size, plan.grids.shape[0], prep.x.shape[1:], xp)
-
-    def make_batch(start: int, stop: int) -> Any:
-        return masks.blend(x_dev, make(start, stop), fill_dev, xp, out=ring.take(start, stop))
+    def fill_batch(out: Any, start: int, stop: int) -> Any:
+        return masks.blend(x_dev, make(start, stop), fill_dev, xp, out=out)
 
     blocks: list[tuple[int, int, np.ndarray, Any, Any]] = []  # start, stop, scores, scores^T masks, mask sum
 
     def evaluate(start: int, stop: int) -> None:
-        outputs = stream(model, stop - start, mini_batch_size, lambda a, b: make_batch(a + start, b + start),
-                         prep.stats, progress=progress, desc="rise")
-        y = scores(outputs, model.spec, score)[:, prep.target]
+        y = perturb(model, prep.x, stop - start, lambda out, a, b: fill_batch(out, a + start, b + start),
+                    mini_batch_size, prep.stats, xp, score=score, target=prep.target, progress=progress,
+                    desc="rise")
         blocks.append((start, stop, y) + _weighted_sum(y, make, start, xp))
 
     def halves(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from ..errors import InputError
 from . import Option
+
+INCREMENTAL_MODES = ("auto", "off")
+
+
+def check_incremental(mode: str) -> str:
+    """Validate the ``incremental`` option."""
+    if mode not in INCREMENTAL_MODES:
+        raise InputError(f"incremental must be 'auto' or 'off', got {mode!r}")
+    return mode
+
+
+def incremental_runner(model: Any, x: Any, box: tuple[int, int], mode: str) -> tuple[Any, dict[str, Any]]:
+    """The model to stream masked inputs through, and ``params["inference"]``."""
+    if mode == "off":
+        return model, dict(path="full", reason="incremental inference turned off")
+    return model.incremental(x, box)
 
 INCREMENTAL_OPTION = Option("--incremental", "incremental", dict(
     choices=["auto", "off"],

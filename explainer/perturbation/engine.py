@@ -11,8 +11,8 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
-from ..backends.base import Model, batch_slices
-from ..errors import InputError
+from ..model import Model, batch_slices, scores
+from ..errors import InputError, ModelError
 from ..xp import to_numpy
 
 
@@ -46,7 +46,7 @@ def timed_predict(model: Model, batch: Any, stats: RunStats, *, first: int | Non
     stats.forward_passes += feed.shape[0]
     if not np.all(np.isfinite(out)):
         where = "" if first is None else f" (inputs {first}-{first + feed.shape[0] - 1})"
-        raise InputError(f"the model returned NaN or Inf for a batch of {feed.shape[0]} inputs{where}")
+        raise ModelError(f"the model returned NaN or Inf for a batch of {feed.shape[0]} inputs{where}")
     return out
 
 
@@ -105,3 +105,22 @@ class BatchRing:
         if self.buffers[slot] is None:
             self.buffers[slot] = self.xp.empty(self.shape, self.xp.float32)
         return self.buffers[slot][:stop - start]
+
+
+def perturb(model: Model, x: Any, count: int, fill: Callable[[Any, int, int], Any], mini_batch_size: int,
+            stats: RunStats, xp: Any, *, score: str, target: int, progress: bool = False,
+            desc: str = "") -> np.ndarray:
+    """The pipeline every mask-based method shares: fill reused buffers, stream, score.
+
+    ``fill(out, start, stop)`` writes perturbed inputs ``start..stop-1`` into ``out``
+    ((stop - start, C, H, W), on ``xp``) and returns it; batches run through
+    :func:`stream` (in order, overlapped, counted in ``stats``, with a progress bar).
+
+    Returns
+    -------
+    y : (count,) float64 ndarray, the ``target``'s ``score`` of every perturbed input
+    """
+    ring = BatchRing(model, mini_batch_size, count, tuple(x.shape[1:]), xp)
+    outputs = stream(model, count, mini_batch_size, lambda start, stop: fill(ring.take(start, stop), start, stop),
+                     stats, progress=progress, desc=desc)
+    return scores(outputs, model.spec, score)[:, target]

@@ -24,10 +24,8 @@ import numpy as np
 from ..errors import InputError
 from ..imaging import Preprocessing, preprocess, read_image
 from . import patch_gaussian
+from .folder import IMAGE_SUFFIXES, image_files, load_folder  # noqa: F401  (re-exported)
 from .patch_gaussian import PatchGaussian
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
-
 
 def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     """Start offsets of windows along one axis: 0, s, 2s, ... and the last fit.
@@ -45,35 +43,6 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     last = length - window
     starts = np.arange(0, last + 1, stride, dtype=np.int64)
     return starts if starts[-1] == last else np.append(starts, last)
-
-
-def image_files(folder: str | Path | None) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name.
-
-    Raises InputError when the folder is missing, not a folder or has no images.
-    """
-    if folder is None or str(folder) == "":
-        raise InputError("prediction difference needs data=FOLDER, a folder of images to draw "
-                         "window replacements from (e.g. a few hundred training images)")
-    path = Path(folder)
-    if not path.is_dir():
-        raise InputError(f"data folder {path}: no such folder")
-    files = sorted(p for p in path.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    if not files:
-        raise InputError(f"data folder {path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-def load_folder(folder: str | Path | None, preprocessing: Preprocessing) -> np.ndarray:
-    """Every image of ``folder`` preprocessed for the model.
-
-    Returns
-    -------
-    data : (n, C, H, W) float32 ndarray
-    """
-    files = image_files(folder)
-    return np.concatenate([preprocess(read_image(f), preprocessing) for f in files], axis=0)
 
 
 def window_index(y0: Any, x0: Any, size: int, xp: ModuleType) -> tuple[Any, Any]:

@@ -9,18 +9,20 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
-from .onnxruntime import _preprocessing
-from .triton_endpoints import Tls, headers_dict, parse_endpoints
-from .triton_transport import Replica, ReplicaPool, TritonError, classify, request_step
+from ...errors import InputError, ModelError
+from ..base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
+from ..onnxruntime import _preprocessing
+from .capabilities import TritonCapabilities
+from .client import infer, model_config
+from .endpoints import Tls, headers_dict, parse_endpoints
+from .transport import Replica, ReplicaPool, TritonError, classify, request_step
 
 _DTYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16),
            "TYPE_FP64": ("FP64", np.float64)}
 _FORMATS = {"FORMAT_NCHW": "NCHW", "FORMAT_NHWC": "NHWC"}
 
 
-class TritonModel:
+class TritonModel(TritonCapabilities):
     """An image classifier behind Triton: ``grpc://HOST:PORT/MODEL[@VERSION]`` (or http, https, grpcs).
 
     Parameters
@@ -50,14 +52,19 @@ class TritonModel:
     """
 
     backend = "triton"
-    gradient_model: str | None = None  # a deployed gradient model's name, else by convention (triton_gradients)
-    layers_model: str | None = None  # a deployed layers model's name, else MODEL_layers (triton_layers)
+    has_gradients = True
+    gradient_model: str | None = None  # a deployed gradient model's name, else by convention (.naming)
+    layers_model: str | None = None  # a deployed layers model's name, else MODEL_layers (.naming)
 
     def __init__(self, source: str, *, labels: Sequence[str] | None = None, concurrency: int | None = None,
                  timeout: float = 60.0, headers: Mapping[str, str] | Sequence[str] | None = None,
                  tls: Tls | None = None, retry_seconds: float = 30.0, retries: int | None = None,
                  **overrides: Any) -> None:
         self.endpoints = parse_endpoints(source)
+        self._source = source
+        self._options = dict(labels=None if labels is None else list(labels), concurrency=concurrency,
+                             timeout=timeout, headers=headers, tls=tls, retry_seconds=retry_seconds,
+                             retries=retries, **overrides)
         try:
             import tritonclient.grpc  # noqa: F401  (and tritonclient.http: both come with the extra)
             import tritonclient.http  # noqa: F401
@@ -206,37 +213,18 @@ class TritonModel:
         if fixed and n < fixed:
             part = np.concatenate([part, np.zeros((fixed - n,) + part.shape[1:], part.dtype)])
         payload = part[0] if self._unbatched else part
-        out = self.pool.call(lambda rep: _infer(rep, self.spec.input_name, self._datatype, payload,
-                                                self._output, self._headers, self.timeout))
+        feeds = [(self.spec.input_name, self._datatype, payload)]
+        out = self.pool.call(lambda rep: infer(rep, rep.endpoint.model, feeds, [self._output], self._headers,
+                                               self.timeout, rep.endpoint.version)[0])
         expected = 1 if self._unbatched else part.shape[0]
         out = np.asarray(out, dtype=np.float32)
         k = self.spec.num_classes if self._known_k else None
         rows_ok = self._unbatched or (out.ndim >= 1 and out.shape[0] == expected)
         if not rows_ok or not out.size or out.size % expected or (k and out.size != expected * k):
             want = f"({expected}, {k})" if k else f"{expected} rows"
-            raise TritonError(f"{self.endpoints[0]}: the server returned an output of shape "
+            raise ModelError(f"{self.endpoints[0]}: the server returned an output of shape "
                               f"{tuple(out.shape)} for {expected} inputs, expected {want}")
         return out.reshape(expected, -1)[:n]
-
-    def gradients(self, batch: np.ndarray, logit_weights: np.ndarray, probability_weights: np.ndarray,
-                  *, layer: str | None = None,
-                  relu: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Outputs, gradient and activations from the deployed gradient model (see triton_gradients)."""
-        from .triton_gradients import gradients
-
-        return gradients(self, batch, logit_weights, probability_weights, layer=layer, relu=relu)
-
-    def layer_activations(self, batch: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        """The named layers' (N, ...) float32 tensors from the deployed layers model (see triton_layers)."""
-        from .triton_layers import layer_activations
-
-        return layer_activations(self, batch, layers)
-
-    def default_feature_layer(self) -> str:
-        """Grad-CAM's default layer, read from the deployed layer-gradient models (see triton_gradients)."""
-        from .triton_gradients import default_feature_layer
-
-        return default_feature_layer(self)
 
     def close(self) -> None:
         """Release the worker threads used for split batches."""
@@ -258,11 +246,7 @@ def _image_input(config: dict, where: str, max_batch_size: int) -> dict:
 
 
 def _get_config(rep: Replica, headers: dict[str, str]) -> dict:
-    e = rep.endpoint
-    client = rep.client()
-    if e.protocol == "grpc":
-        return client.get_model_config(e.model, e.version, headers=dict(headers), as_json=True)["config"]
-    return client.get_model_config(e.model, e.version, headers=dict(headers))
+    return model_config(rep, rep.endpoint.model, headers, rep.endpoint.version)
 
 
 def _model_known(rep: Replica, headers: dict[str, str]) -> bool:
@@ -273,25 +257,3 @@ def _model_known(rep: Replica, headers: dict[str, str]) -> bool:
     except BaseException as exc:
         kind, reason = classify(exc)
         return kind != "fatal" or "unknown model" not in reason.lower() and "not found" not in reason.lower()
-
-
-def _infer(rep: Replica, name: str, datatype: str, data: np.ndarray, output: str,
-           headers: dict[str, str], timeout: float) -> np.ndarray:
-    e = rep.endpoint
-    if e.protocol == "grpc":
-        import tritonclient.grpc as client_lib
-    else:
-        import tritonclient.http as client_lib
-    inp = client_lib.InferInput(name, list(data.shape), datatype)
-    out = client_lib.InferRequestedOutput(output, **({} if e.protocol == "grpc" else {"binary_data": True}))
-    if e.protocol == "grpc":
-        inp.set_data_from_numpy(data)
-        result = rep.client().infer(e.model, [inp], model_version=e.version, outputs=[out],
-                                    headers=dict(headers), client_timeout=timeout)
-    else:
-        inp.set_data_from_numpy(data, binary_data=True)
-        result = rep.client().infer(e.model, [inp], model_version=e.version, outputs=[out], headers=dict(headers))
-    array = result.as_numpy(output)
-    if array is None:
-        raise TritonError(f"{e}: the response has no output {output!r}")
-    return array

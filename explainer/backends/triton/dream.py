@@ -16,15 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..graph.outputs import MEANS_OUTPUT
-from .triton_gradients import (GRAD_OUTPUT, WEIGHTS, Deployed, _config, _headers, _parse, request,
-                               sanitise_layer)
-
-
-def dream_model_name(forward: str, layer: str) -> str:
-    """The conventional name of ``forward``'s layer-means gradient model for ``layer``."""
-    return f"{forward}_dream__{sanitise_layer(layer)}"
+from ...errors import InputError
+from ...graph.outputs import MEANS_OUTPUT
+from .gradients import GRAD_OUTPUT, WEIGHTS, Deployed, _config, _headers, _parse, request
+from .naming import dream_model_name
 
 
 def _missing(model: Any, name: str, layer: str) -> InputError:

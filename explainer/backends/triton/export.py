@@ -9,7 +9,7 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from ..errors import InputError
+from ...errors import InputError
 
 DEFAULT_MAX_BATCH_SIZE = 128
 
@@ -25,7 +25,7 @@ def _forward_batch_size(repo: Path, name: str) -> int:
     cfg = repo / name / "config.pbtxt"
     if not cfg.is_file():
         return DEFAULT_MAX_BATCH_SIZE
-    from ..triton_repo import _model_config
+    from .repo import _model_config
 
     value = _model_config(cfg.read_text(encoding="utf-8"), cfg).max_batch_size
     return int(value) if value > 0 else DEFAULT_MAX_BATCH_SIZE
@@ -33,8 +33,8 @@ def _forward_batch_size(repo: Path, name: str) -> int:
 
 def _flag_default(proto: onnx.ModelProto, forward: onnx.ModelProto, layer: str | None) -> None:
     """Record in ``explainer.gradient`` whether ``layer`` is the forward model's default feature layer."""
-    from .gradients import gradient_info
-    from .inspect import default_feature_layer
+    from ...graph.gradients import gradient_info
+    from ...graph.inspect import default_feature_layer
 
     if layer is not None:
         meta = {p.key: p.value for p in proto.metadata_props}
@@ -65,25 +65,24 @@ def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = No
         A layer (see ``explainer inspect``), or "auto": Grad-CAM's default feature layer.
     dream_layer : str, optional
         Instead, the gradient of this layer's channel means, as ``<name>_dream__<layer>``
-        (deep-dream on a hidden layer, :mod:`explainer.backends.triton_dream`).
+        (deep-dream on a hidden layer, :mod:`explainer.backends.triton.dream`).
 
     Returns
     -------
     dict
         ``model`` (the gradient model's name), ``folder``, ``wrt``, ``layer``, ``relu``, ``nodes``.
     """
-    from ..backends.onnx_gradients import load_with_weights
-    from ..backends.triton_dream import dream_model_name
-    from ..backends.triton_gradients import gradient_model_name
-    from .export_command import build
-    from .gradients import gradient_model
-    from .inspect import default_feature_layer
+    from ..onnx_derived import load_with_weights
+    from .naming import dream_model_name, gradient_model_name
+    from ...graph.outputs import objective_gradient_model
+    from ...graph.gradients import gradient_model
+    from ...graph.inspect import default_feature_layer
 
     repo, name = Path(repo), name or forward_name(model)
     if not repo.is_dir():
         raise InputError(f"--triton-repo {repo}: no such folder")
     if dream_layer is not None:
-        proto, grad_name = build(Path(model), layer, relu, dream_layer), dream_model_name(name, dream_layer)
+        proto, grad_name = objective_gradient_model(load_with_weights(Path(model)), layer, relu, dream_layer), dream_model_name(name, dream_layer)
         dims = next(i for i in proto.graph.input if i.name == "logit_weights").type.tensor_type.shape.dim
         if len(dims) != 2 or dims[1].dim_value < 1:
             raise InputError(f"--dream-layer {dream_layer}: its number of channels cannot be inferred, "
@@ -105,9 +104,9 @@ def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = No
 
 def _write(repo: Path, name: str, grad_name: str, proto: onnx.ModelProto, max_batch_size: int | None) -> dict:
     """``repo/<grad_name>/1/model.onnx`` (a file) and its config.pbtxt; the model, folder, wrt and nodes."""
-    from ..explanation import atomic_write_all
-    from ..triton_repo import production_config
-    from .gradients import gradient_info
+    from ...explanation import atomic_write_all
+    from .repo import production_config
+    from ...graph.gradients import gradient_info
 
     folder = repo / grad_name
     (folder / "1").mkdir(parents=True, exist_ok=True)
@@ -123,7 +122,7 @@ def _write(repo: Path, name: str, grad_name: str, proto: onnx.ModelProto, max_ba
 
 def _layer_records(proto: onnx.ModelProto, layers: list[str]) -> list[dict]:
     """For each layer: the name given, its tensor and the node producing it (for ``explainer.layers``)."""
-    from .outputs import resolve_tensor
+    from ...graph.outputs import resolve_tensor
 
     producer = {out: node.name for node in proto.graph.node for out in node.output if out}
     records = []
@@ -148,11 +147,12 @@ def export_layers_to_repo(model: str | Path, repo: str | Path, layers: list[str]
     dict
         ``model`` (the layers model's name), ``folder``, ``layers`` and ``tensors``.
     """
-    from ..backends.onnx_gradients import load_with_weights
-    from ..backends.triton_layers import LAYERS_PARAMETER, layers_model_name
-    from ..explanation import atomic_write_all
-    from ..triton_repo import production_config
-    from .activations import with_outputs
+    from ..onnx_derived import load_with_weights
+    from .layers import LAYERS_PARAMETER
+    from .naming import layers_model_name
+    from ...explanation import atomic_write_all
+    from .repo import production_config
+    from ...graph.activations import with_outputs
 
     repo, name = Path(repo), name or forward_name(model)
     if not repo.is_dir():

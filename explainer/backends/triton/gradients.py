@@ -14,37 +14,19 @@ replica pool (same endpoints, retries and in-flight limits).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from .base import batch_slices, to_layout
-from .triton_transport import request_step
+from ...errors import InputError
+from ..base import batch_slices, to_layout
+from .client import infer, model_config, repository_index
+from .naming import gradient_model_name
+from .transport import request_step
 
 GRAD_OUTPUT, ACTS_OUTPUT, WEIGHTS = "gradient", "activations", ("logit_weights", "probability_weights")
-_NAME_LIMIT = 120
-
-
-def sanitise_layer(layer: str) -> str:
-    """A layer name as a Triton model-name suffix: runs of other than [A-Za-z0-9_-] -> "_".
-
-    Names longer than 120 characters are cut and end in 8 hex digits of their SHA-1.
-    """
-    text = re.sub(r"[^A-Za-z0-9_-]+", "_", str(layer)).strip("_") or "layer"
-    if len(text) > _NAME_LIMIT:
-        text = text[:_NAME_LIMIT - 9] + "_" + hashlib.sha1(str(layer).encode()).hexdigest()[:8]
-    return text
-
-
-def gradient_model_name(forward: str, layer: str | None = None, relu: str = "standard") -> str:
-    """The conventional name of ``forward``'s gradient model: ``M_grad_R`` or ``M_grad_R__LAYER``."""
-    base = f"{forward}_grad_{relu}"
-    return base if layer is None else f"{base}__{sanitise_layer(layer)}"
 
 
 @dataclass(frozen=True)
@@ -64,13 +46,7 @@ def _headers(model: Any) -> dict[str, str]:
 
 
 def _config(model: Any, name: str) -> dict:
-    def get(rep: Any) -> dict:
-        client = rep.client()
-        if rep.endpoint.protocol == "grpc":
-            return client.get_model_config(name, headers=_headers(model), as_json=True)["config"]
-        return client.get_model_config(name, headers=_headers(model))
-
-    return model.pool.call(get)
+    return model.pool.call(lambda rep: model_config(rep, name, _headers(model)))
 
 
 def _missing(model: Any, name: str, layer: str | None, relu: str) -> InputError:
@@ -141,11 +117,7 @@ def deployed(model: Any, layer: str | None, relu: str) -> Deployed:
 def ready_models(model: Any) -> list[str]:
     """The names of the ready models in the server's repository index, sorted."""
     def index(rep: Any) -> list[str]:
-        client = rep.client()
-        if rep.endpoint.protocol == "grpc":
-            got = client.get_model_repository_index(headers=_headers(model), as_json=True).get("models", [])
-        else:
-            got = client.get_model_repository_index(headers=_headers(model))
+        got = repository_index(rep, _headers(model))
         return sorted({m["name"] for m in got if m.get("name") and m.get("state", "READY") == "READY"})
 
     return model.pool.call(index)
@@ -247,7 +219,7 @@ def _send(model: Any, found: Deployed, part: np.ndarray, wl: np.ndarray, wp: np.
         wl, wp = np.pad(wl, pad + [(0, 0)]), np.pad(wp, pad + [(0, 0)])
     names = [first or model.spec.output_name, GRAD_OUTPUT] + ([ACTS_OUTPUT] if found.layer is not None else [])
     feeds = [(model.spec.input_name, model._datatype, part), (WEIGHTS[0], "FP32", wl), (WEIGHTS[1], "FP32", wp)]
-    got = model.pool.call(lambda rep: _infer(rep, found.name, feeds, names, _headers(model), model.timeout))
+    got = model.pool.call(lambda rep: infer(rep, found.name, feeds, names, _headers(model), model.timeout))
     rows = part.shape[0]
     for name, array in zip(names, got):
         k_ok = name != names[0] or array.size == rows * wl.shape[1]
@@ -256,25 +228,3 @@ def _send(model: Any, found: Deployed, part: np.ndarray, wl: np.ndarray, wp: np.
                              f"{tuple(array.shape)} for {rows} inputs")
     out = got[0].astype(np.float32).reshape(rows, -1)[:n]
     return (out,) + tuple(np.asarray(a, np.float32)[:n] for a in got[1:])
-
-
-def _infer(rep: Any, model_name: str, feeds: list[tuple[str, str, np.ndarray]], outputs: list[str],
-           headers: dict[str, str], timeout: float) -> list[np.ndarray]:
-    grpc = rep.endpoint.protocol == "grpc"
-    if grpc:
-        import tritonclient.grpc as client_lib
-    else:
-        import tritonclient.http as client_lib
-    inputs = []
-    for name, datatype, array in feeds:
-        inp = client_lib.InferInput(name, list(array.shape), datatype)
-        inp.set_data_from_numpy(np.ascontiguousarray(array), **({} if grpc else {"binary_data": True}))
-        inputs.append(inp)
-    wanted = [client_lib.InferRequestedOutput(o, **({} if grpc else {"binary_data": True})) for o in outputs]
-    extra = {"client_timeout": timeout} if grpc else {}
-    result = rep.client().infer(model_name, inputs, outputs=wanted, headers=dict(headers), **extra)
-    arrays = [result.as_numpy(o) for o in outputs]
-    missing = [o for o, a in zip(outputs, arrays) if a is None]
-    if missing:
-        raise InputError(f"{rep.endpoint}: the response of {model_name!r} has no output {missing[0]!r}")
-    return arrays

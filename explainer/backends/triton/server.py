@@ -5,7 +5,7 @@ Python backend only; it pins numpy < 2) is installed on first use into a virtual
 environment of its own (:func:`explainer.paths.triton_venv_dir`: the platform's
 per-user data folder, or ``$EXPLAINER_TRITON_VENV``), created by the explicit,
 announced step ``explainer triton-server --setup`` (:func:`ensure_venv`). The production repository is turned into a
-python-backend copy (:func:`explainer.triton_repo.python_backend_repo`) and served
+python-backend copy (:func:`explainer.backends.triton.repo.python_backend_repo`) and served
 on 127.0.0.1 only.
 """
 
@@ -26,11 +26,11 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
-from .paths import default_triton_repo, triton_venv_dir
-from .triton_repo import python_backend_repo
+from ...errors import InputError
+from ...paths import default_triton_repo, triton_venv_dir
+from .repo import python_backend_repo
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[3]
 PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime>=1.18", "numpy<2"]
 _READY = ".explainer-ready"
 
@@ -99,7 +99,7 @@ def _require_venv(venv: Path | None) -> Path:
     venv = venv or venv_dir()
     if not is_ready(venv):
         raise InputError(f"the local Triton server is not set up ({venv}): run `explainer triton-server "
-                         f"--setup` once (about a minute), or call explainer.triton_server.ensure_venv()")
+                         f"--setup` once (about a minute), or call explainer.backends.triton.server.ensure_venv()")
     return venv
 
 

@@ -1,4 +1,4 @@
-"""Talking to Triton replicas: per-thread clients, load spreading, safe retries (URLs: triton_endpoints).
+"""Talking to Triton replicas: per-thread clients, load spreading, safe retries (URLs: .endpoints).
 
 Retries happen only where they are safe: a connection failure (the replica is set
 aside for a while and the request goes to another one; its clients are rebuilt so a
@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
-from ..errors import InputError
-from .triton_endpoints import Endpoint, Tls
+from ...errors import ExplainerError, InputError, ServerError
+from .endpoints import Endpoint, Tls
 
 T = TypeVar("T")
 REQUEST_BYTES = 32 << 20  # under Triton's default 64 MiB HTTP input limit
@@ -37,14 +37,17 @@ _DOWN_WORDS = ("failed to connect", "connection refused", "connection reset", "s
 
 
 class TritonError(InputError):
-    """A Triton server refused or failed a request; the CLI prints it on one line (exit 2)."""
+    """Connecting to an endpoint failed at load time (no server there, no such model): exit 2.
+
+    Once the model is loaded, a failed request raises :class:`ServerError` (exit 3).
+    """
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """("down" | "busy" | "timeout" | "fatal", one-line reason) for a client exception."""
     from tritonclient.utils import InferenceServerException
 
-    if isinstance(exc, InputError):
+    if isinstance(exc, ExplainerError):
         return "fatal", str(exc)
     if isinstance(exc, InferenceServerException):
         status, msg = str(exc.status() or ""), str(exc.message() or exc)
@@ -161,11 +164,11 @@ class ReplicaPool:
                 if kind == "fatal" and _model_missing(e) and not _server_ready(rep):
                     kind = "busy"  # a server starting or stopping: its models come and go
                 self._release(rep, kind)
-                if isinstance(e, InputError):
+                if isinstance(e, ExplainerError):
                     raise
                 now = time.monotonic()
                 if kind in ("fatal", "timeout"):
-                    raise TritonError(_message(rep, kind, reason, attempt, now - (first_failure or now))) from None
+                    raise ServerError(_message(rep, kind, reason, attempt, now - (first_failure or now))) from None
                 with self._cond:  # requests queued behind a failing one share its deadline
                     self._outage = now if self._outage is None else self._outage
                     first_failure = min(first_failure or now, self._outage)
@@ -174,7 +177,7 @@ class ReplicaPool:
                     delay = 0.0  # another replica takes it at once
                 if (self.retries is not None and attempt >= self.retries) \
                         or now + delay - first_failure > self.retry_seconds:
-                    raise TritonError(_message(rep, kind, reason, attempt, now - first_failure)) from None
+                    raise ServerError(_message(rep, kind, reason, attempt, now - first_failure)) from None
                 attempt += 1
                 with self._cond:
                     self.retried += 1

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from ..errors import InputError
+from ...errors import InputError
 
 SCHEMES = {"grpc": 8001, "grpcs": 443, "http": 8000, "https": 443}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from .errors import InputError
+from ...errors import InputError
 
 _TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
           onnx.TensorProto.DOUBLE: "TYPE_FP64"}
@@ -180,11 +180,11 @@ def python_backend_repo(source: str | Path, dest: str | Path) -> list[str]:
 
 
 def main() -> None:
-    """``python -m explainer.triton_repo MODEL.onnx REPO NAME``: add a model to a repository."""
+    """``python -m explainer.backends.triton.repo MODEL.onnx REPO NAME``: add a model to a repository."""
     import sys
 
     if len(sys.argv) != 4:
-        sys.exit("usage: python -m explainer.triton_repo MODEL.onnx REPO NAME")
+        sys.exit("usage: python -m explainer.backends.triton.repo MODEL.onnx REPO NAME")
     print(write_model(sys.argv[2], sys.argv[1], sys.argv[3]))
 
 

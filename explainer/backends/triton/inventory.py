@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .triton_gradients import _config, ready_models
+from .gradients import _config, ready_models
+from .naming import companion_kind
 
 
 def companions(model: Any) -> list[dict[str, Any]]:
@@ -26,12 +27,10 @@ def companions(model: Any) -> list[dict[str, Any]]:
         and ``default_layer`` (whether it holds Grad-CAM's default feature layer).
     """
     forward = model.endpoints[0].model
-    kinds = ((f"{forward}_grad_", "gradient"), (f"{forward}_dream__", "dream"), (f"{forward}_layers", "layers"))
-
     found = []
     for name in ready_models(model):
-        kind = next((k for prefix, k in kinds if name.startswith(prefix)), None)
-        if kind is None or (kind == "layers" and name != f"{forward}_layers"):
+        kind = companion_kind(forward, name)
+        if kind is None:
             continue
         params = {k: str(v.get("string_value", "")) for k, v in
                   (_config(model, name).get("parameters") or {}).items()}

@@ -19,17 +19,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .base import batch_slices, to_layout
-from .triton_gradients import _config, _headers, _infer
-from .triton_transport import request_step
+from ...errors import InputError
+from ..base import batch_slices, to_layout
+from .client import infer
+from .gradients import _config, _headers
+from .naming import layers_model_name
+from .transport import request_step
 
 LAYERS_PARAMETER = "explainer.layers"
-
-
-def layers_model_name(forward: str) -> str:
-    """The conventional name of ``forward``'s layers model: ``M_layers``."""
-    return f"{forward}_layers"
 
 
 @dataclass(frozen=True)
@@ -154,7 +151,7 @@ def _send(model: Any, found: DeployedLayers, part: np.ndarray, outputs: list[str
     if fixed and n < fixed:
         part = np.pad(part, [(0, fixed - n)] + [(0, 0)] * 3)
     feeds = [(model.spec.input_name, model._datatype, part)]
-    got = model.pool.call(lambda rep: _infer(rep, found.name, feeds, outputs, _headers(model), model.timeout))
+    got = model.pool.call(lambda rep: infer(rep, found.name, feeds, outputs, _headers(model), model.timeout))
     for name, array in zip(outputs, got):
         if array.ndim < 1 or array.shape[0] != part.shape[0]:
             raise InputError(f"{model.endpoints[0]}: layers model {found.name!r} returned {name!r} of shape "

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import onnx
 
-from ..errors import InputError
-from .gradients import RELU_RULES, gradient_info, gradient_model
-from .triton_export import add_repo_options
+from .errors import InputError
+from .backends.onnx_derived import load_with_weights
+from .graph.gradients import RELU_RULES, gradient_info
+from .graph.outputs import objective_gradient_model
+from .backends.triton.export import add_repo_options
 
 
 def add_parser(sub: Any) -> None:
@@ -29,19 +31,8 @@ def add_parser(sub: Any) -> None:
 
 
 def build(model: Path, layer: str | None, relu: str, dream_layer: str | None) -> onnx.ModelProto:
-    """The gradient model of ``model`` (w.r.t. ``layer``), or of ``dream_layer``'s channel means."""
-    from ..backends.onnx_gradients import load_with_weights
-
-    forward = load_with_weights(Path(model))
-    if dream_layer is None:
-        return gradient_model(forward, layer=layer, relu=relu)
-    if layer is not None or relu != "standard":
-        raise InputError("--dream-layer takes no --layer and no --relu")
-    from .outputs import layer_means_model
-
-    proto = gradient_model(layer_means_model(forward, dream_layer))
-    gradient_info(proto, objective="layer_means", of=dream_layer)
-    return proto
+    """The gradient model of the file ``model`` (w.r.t. ``layer``), or of ``dream_layer``'s channel means."""
+    return objective_gradient_model(load_with_weights(Path(model)), layer, relu, dream_layer)
 
 
 def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: str = "standard",
@@ -53,7 +44,7 @@ def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: 
     dict
         ``out``, ``wrt`` (the differentiated tensor), ``relu`` and ``nodes``.
     """
-    from ..explanation import atomic_write_all
+    from .explanation import atomic_write_all
 
     out = Path(out)
     if out.is_dir():
@@ -72,7 +63,7 @@ def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: 
 
 
 def cmd_export_gradients(args: argparse.Namespace) -> None:
-    from ..api import default_model_path
+    from .api import default_model_path
 
     model = args.model or default_model_path()
     if (args.out is None) == (args.triton_repo is None):
@@ -82,10 +73,31 @@ def cmd_export_gradients(args: argparse.Namespace) -> None:
             raise InputError("--name and --max-batch-size apply only with --triton-repo")
         info = export_gradients(model, args.out, layer=args.layer, relu=args.relu, dream_layer=args.dream_layer)
     else:
-        from .triton_export import export_to_repo
+        from .backends.triton.export import export_to_repo
 
         if args.max_batch_size is not None and args.max_batch_size < 1:
             raise InputError(f"--max-batch-size must be a positive integer, got {args.max_batch_size}")
         info = export_to_repo(model, args.triton_repo, name=args.name, layer=args.layer, relu=args.relu,
                               max_batch_size=args.max_batch_size, dream_layer=args.dream_layer)
     print(json.dumps(info))
+
+
+def export_layers(source: str | Path, layers: Sequence[str], out: str | Path) -> Path:
+    """Write a copy of an ONNX classifier that also outputs ``layers`` (for serving).
+
+    Raises InputError when ``out`` is the source file itself.
+    """
+    from .backends.onnx_safety import read_onnx
+    from .graph.activations import with_outputs
+
+    src, dst = Path(source), Path(out)
+    if dst.resolve() == src.resolve():
+        raise InputError(f"--out {dst} would overwrite the model itself")
+    proto = read_onnx(src)
+    if any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer):
+        raise InputError(f"{src}: models with external data are not supported by export-layers")
+    derived = with_outputs(proto, layers)
+    onnx.checker.check_model(derived)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(derived, str(dst))
+    return dst

@@ -1,0 +1,133 @@
+"""What an OnnxModel derives from its ONNX file: layer tensors, layer-mean gradients, hidden units, heads.
+
+Every derived session lives in the model's one cache (``OnnxModel.derived``), keyed by
+what it computes; the graph surgery is :mod:`explainer.graph` (proto in, proto out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from ..errors import InputError
+from ..graph.activations import with_outputs
+from ..graph.gradients import gradient_model
+from ..graph.heads import cam_weights
+from ..graph.inspect import default_feature_layer, layers
+from ..graph.outputs import MEANS_OUTPUT, layer_means_model, resolve_tensor
+from .base import batch_slices
+from .feed import feed_array
+from .onnx_safety import load_checked, read_onnx
+
+
+def load_with_weights(path: Path) -> onnx.ModelProto:
+    """The model with its external data (locations checked first, as for inference)."""
+    proto, external = load_checked(path)
+    if external:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(proto, str(Path(path).parent))
+    return proto
+
+
+def _new_session(proto: onnx.ModelProto, providers: Sequence[str], what: str) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), providers=list(providers))
+    except Exception as e:
+        raise InputError(f"ONNX Runtime cannot load the {what} ({str(e).splitlines()[0][:200]})") from None
+
+
+def activations(model: Any, batch: np.ndarray, names: Sequence[str], *,
+                mini_batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The named layers' tensors (N, ...) float32 for an NCHW batch, as the model computes them."""
+    names = tuple(names)
+    key = ("layers", names)
+    if key not in model.derived:
+        proto = read_onnx(model.path)
+        if any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer):
+            raise InputError(f"{model.path}: activations of a model with external data need "
+                             "`explainer export-layers` first")
+        tensors = tuple(resolve_tensor(proto, name) for name in names)
+        for old in [k for k in model.derived if k[0] == "layers"]:
+            del model.derived[old]  # one layers model at a time
+        model.derived[key] = (_new_session(with_outputs(proto, tensors), model.providers, "layers model"), tensors)
+    session, tensors = model.derived[key]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for s in batch_slices(len(batch), mini_batch_size):
+        outs = session.run(list(tensors), {model.spec.input_name: feed_array(model, batch[s])})
+        for name, value in zip(names, outs):
+            parts[name].append(np.asarray(value, dtype=np.float32))
+    return {name: np.concatenate(v, axis=0) for name, v in parts.items()}
+
+
+def layer_channels(model: Any, layer: str) -> int:
+    """C, the channels of ``layer``'s tensor by shape inference (channels last for NHWC models)."""
+    proto = load_with_weights(model.path)
+    tensor = resolve_tensor(proto, layer)
+    shape = next((lay.shape for lay in layers(proto) if lay.output == tensor), None)
+    axis = 3 if model.spec.preprocessing.layout == "NHWC" and shape is not None and len(shape) == 4 else 1
+    if shape is None or len(shape) < 2 or not isinstance(shape[axis], int):
+        raise InputError(f"layer {layer!r}: cannot tell its number of channels (shape {shape})")
+    return int(shape[axis])
+
+
+def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
+                         layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Channel means of ``layer`` (N, C') and d sum(weights * means) / d input (N, C, H, W)."""
+    key = ("layer_means", layer)
+    if key not in model.derived:
+        derived = gradient_model(layer_means_model(load_with_weights(model.path), layer))
+        model.derived[key] = _new_session(derived, model.providers, "layer-mean gradient model")
+    session, spec = model.derived[key], model.spec
+    n, count = len(batch), weights.shape[1]
+    means, grads = [], []
+    for s in batch_slices(n, spec.fixed_batch_size or n or 1):
+        m = s.stop - s.start
+        pad = (spec.fixed_batch_size or m) - m
+        wl = np.zeros((m + pad, count), np.float32)
+        wl[:m] = weights[s]
+        feed = {spec.input_name: feed_array(model, np.pad(batch[s], [(0, pad)] + [(0, 0)] * 3)),
+                "logit_weights": wl, "probability_weights": np.zeros_like(wl)}
+        got_means, grad = session.run([MEANS_OUTPUT, "gradient"], feed)
+        grad = np.asarray(grad, np.float32)[:m]
+        grads.append(grad.transpose(0, 3, 1, 2) if spec.preprocessing.layout == "NHWC" else grad)
+        means.append(np.asarray(got_means, np.float32).reshape(m + pad, -1)[:m])
+    return np.concatenate(means), np.concatenate(grads)
+
+
+def feature_layer(model: Any) -> str:
+    """MATLAB's default feature layer of the ONNX file."""
+    found = default_feature_layer(read_onnx(model.path), model.spec.preprocessing.layout)
+    if found is None:
+        raise InputError("this model has no default feature layer; name one with --layer")
+    return found.name
+
+
+def linear_head(model: Any) -> tuple[str, np.ndarray]:
+    """The feature tensor before global average pooling and the FC weights (K, C)."""
+    return cam_weights(read_onnx(model.path))
+
+
+def hidden_unit_model(model: Any, layer: str) -> Any:
+    """An OnnxModel whose outputs are the feature-map means of ``layer`` (N, C), same device and preprocessing."""
+    derived = layer_means_model(onnx.load(str(model.path)), layer)
+    pre = model.spec.preprocessing
+    device = "gpu" if model.providers[0] == "CUDAExecutionProvider" else "cpu"
+    with tempfile.TemporaryDirectory(prefix="explainer-") as tmp:
+        path = Path(tmp) / "layer_means.onnx"
+        onnx.save(derived, str(path))
+        units = type(model)(path, device=device, size=pre.size, layout=pre.layout, scale=pre.scale,
+                            mean=pre.mean, std=pre.std)
+    k = units.spec.num_classes
+    units.spec = dataclasses.replace(units.spec, source=f"{model.spec.source}#{layer}",
+                                     labels=tuple(f"{layer} unit {i}" for i in range(k)))
+    if hasattr(model, "in_flight"):
+        units.in_flight = model.in_flight
+    return units

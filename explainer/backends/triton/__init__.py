@@ -1,0 +1,1 @@
+"""Everything Triton: the TritonModel backend, its companion models, repositories and a local server."""
