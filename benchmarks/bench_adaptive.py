@@ -51,11 +51,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quality", default="balanced")
     ap.add_argument("--shortcut-images", type=int, default=24)
+    ap.add_argument("--bundled-images", type=int, default=3)
     args = ap.parse_args()
     started = time.perf_counter()
     results: dict[str, list] = {}
     eff = load_model(str(ROOT / "models/efficientnet_lite0/model.onnx"))
-    for img in sorted((ROOT / "models/efficientnet_lite0/examples").glob("*.png")):
+    for img in sorted((ROOT / "models/efficientnet_lite0/examples").glob("*.png"))[:args.bundled_images]:
         for row in _runs(eff, str(img), args.quality):
             results.setdefault(("EfficientNet-Lite0 examples",) + row[:1], []).append(row)
         print(f"done {img.name}", file=sys.stderr, flush=True)
