@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from ..graph.incremental import Prefix, prefix, segment, with_cut_outputs
 from ..graph.incremental_plan import Plan, changed_range, crop_start, plan
@@ -187,6 +188,8 @@ def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int]) -> tupl
     from .onnx_safety import read_onnx
 
     proto = read_onnx(Path(model.spec.source))
+    if any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer):
+        return model, dict(path="full", reason="incremental inference does not handle external data")
     pre = prefix(proto, model.spec.input_name)
     if len(pre.cuts) < 2:
         return model, dict(path="full", reason=f"no convolutional prefix (stops at {pre.stop})")
@@ -194,7 +197,10 @@ def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int]) -> tupl
     if not chosen.segments or chosen.speedup < MIN_SPEEDUP:
         return model, dict(path="full", reason=f"estimated speed-up {chosen.speedup:.2f} < {MIN_SPEEDUP}: "
                                                f"the patch reaches the whole map before {pre.stop}")
-    inc = IncrementalModel(model, pre, chosen, x)
+    try:
+        inc = IncrementalModel(model, pre, chosen, x)
+    except Exception as e:  # a segment ONNX Runtime will not run: the plain path is always right
+        return model, dict(path="full", reason=f"segments did not build ({str(e).splitlines()[0][:120]})")
     return inc, inc.info
 
 
