@@ -124,6 +124,13 @@ class Model(Protocol):
         """A Model whose outputs are the (N, C') feature-map means of ``layer``."""
         ...
 
+    def incremental(self, x: np.ndarray, box: tuple[int, int]) -> tuple["Model", dict[str, Any]]:
+        """A Model with the same outputs (to float32 rounding) for inputs that differ from
+        ``x`` (1, C, H, W) only inside one box of at most ``box`` (h, w) pixels, computed
+        incrementally; or this model itself. The dict says which ("path": "incremental" or
+        "full", with the "reason")."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """A small picklable dict from which ``explainer.model_from_description`` rebuilds the model."""
         ...
@@ -165,6 +172,10 @@ class ModelBase:
 
     def hidden_unit_model(self, layer: str) -> Model:
         raise CapabilityError("layer= needs a model run in-process by ONNX Runtime (an .onnx file)")
+
+    def incremental(self, x: np.ndarray, box: tuple[int, int]) -> tuple[Model, dict[str, Any]]:
+        return self, dict(path="full", reason=f"incremental inference needs an in-process ONNX Runtime "
+                                              f"model, not a {self.backend} model")
 
     def describe(self) -> dict[str, Any]:
         raise self._lacks("describe()", "a model that can be rebuilt from a description")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
+from . import graph_cache
 from ..errors import InputError
 from ..graph.gradients import gradient_model
 from .cpu_parallel import SessionSet, cpu_cores, plan, sample_bytes
@@ -14,20 +16,42 @@ from .onnx_derived import load_with_weights
 
 
 def gradient_session(model: Any, layer: str | None, relu: str) -> SessionSet:
-    """The sessions of ``model``'s gradient model for (layer, relu); the model is built on first use."""
+    """The sessions of ``model``'s gradient model for (layer, relu), kept for the process.
+
+    The serialized gradient model comes from the on-disk cache (graph_cache.py) when it
+    holds a verified entry for this model, rule and layer; else it is built and stored.
+    Sessions are created on first use, only those a run needs.
+    """
     cache = model.derived
     key = ("gradients", layer, relu)
     if key not in cache:
-        proto = load_with_weights(model.path)
-        sessions = SessionSet(gradient_model(proto, layer=layer, relu=relu).SerializeToString(), model.providers,
-                              sample_bytes(proto))
-        try:
-            sessions.get(0)
-        except Exception as e:
-            reason = str(e).splitlines()[0][:200]
-            raise InputError(f"{model.path}: ONNX Runtime cannot load the gradient model ({reason})") from None
-        cache[key] = sessions
+        data, per_sample = gradient_bytes(model, layer, relu)
+        cache[key] = SessionSet(data, model.providers, per_sample)
     return cache[key]
+
+
+def gradient_bytes(model: Any, layer: str | None, relu: str) -> tuple[bytes, int]:
+    """The serialized gradient model and its ``sample_bytes``, from the cache or built (then cached)."""
+    identity = model.spec.sha256 + json.dumps(model.spec.extra.get("external_data_sha256", {}), sort_keys=True)
+    key = graph_cache.cache_key(identity, "gradient", layer=layer, relu=relu)
+    hit = graph_cache.load(key)
+    if hit is not None and isinstance(hit[1].get("sample_bytes"), int):
+        return hit[0], hit[1]["sample_bytes"]
+    proto = load_with_weights(model.path)
+    data = gradient_model(proto, layer=layer, relu=relu).SerializeToString()
+    per_sample = sample_bytes(proto)
+    graph_cache.store(key, data, {"kind": "gradient", "layer": layer, "relu": relu,
+                                  "model_sha256": model.spec.sha256, "sample_bytes": per_sample})
+    return data, per_sample
+
+
+def _sessions(model: Any, sessions: SessionSet, threads: int, workers: int) -> None:
+    """Create the sessions a run needs; a model ONNX Runtime cannot load is an InputError."""
+    try:
+        sessions.get(threads, workers)
+    except Exception as e:
+        reason = str(e).splitlines()[0][:200]
+        raise InputError(f"{model.path}: ONNX Runtime cannot load the gradient model ({reason})") from None
 
 
 def _weights(w: np.ndarray, n: int, k: int, name: str) -> np.ndarray:
@@ -71,6 +95,7 @@ def gradients(model: Any, batch: np.ndarray, logit_weights: np.ndarray, probabil
         chunk, workers, threads = plan(n, sessions.sample_bytes, cpu_cores(), fixed)
     else:
         chunk, workers, threads = fixed or n or 1, 1, 0
+    _sessions(model, sessions, threads, workers)
     parts = sessions.run_pieces(n, lambda session, s: _run(model, session, batch[s], wl[s], wp[s], layer),
                                 chunk, workers, threads)
     if not parts:

@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..imaging import Preprocessing, parse_preprocessing
 from ..xp import to_numpy
 from ..runtime_check import check_onnxruntime
+from . import graph_cache
 from .isolation import probe_session, run_isolated
 from .onnx_device import cuda_device_id, is_device_array, predict_device
 from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked, read_onnx
@@ -138,13 +139,17 @@ class OnnxModel(ModelBase):
         self.providers = _providers(device)
         self._dtype = _DTYPES[image.type.tensor_type.elem_type]
         fixed = dims[0] if dims[0] else None
+        sha256 = file_sha256(self.path)
         if isolate:
             c, (h, w) = preprocessing.channels, preprocessing.size
             shape = to_layout(np.zeros((1, c, h, w), np.float32), preprocessing.layout).shape
             out_name = proto.graph.output[0].name if proto.graph.output else ""
-            run_isolated(probe_session, (str(self.path), self.providers, image.name,
-                                         (fixed or 1,) + shape[1:], np.dtype(self._dtype).name, out_name),
-                         str(self.path))
+            job = (self.providers, image.name, (fixed or 1,) + shape[1:], np.dtype(self._dtype).name, out_name)
+            verdict = graph_cache.cache_key(sha256, "probe", job=repr(job), external=external,
+                                            runtime=ort.__version__)
+            if graph_cache.load(verdict) is None:  # these exact bytes never passed the probe here
+                run_isolated(probe_session, (str(self.path),) + job, str(self.path))
+                graph_cache.store(verdict, b"passed", {"kind": "probe"})
         try:
             self.session = ort.InferenceSession(str(self.path), providers=self.providers)
         except Exception as e:
@@ -157,7 +162,7 @@ class OnnxModel(ModelBase):
             source=str(self.path), input_name=image.name, output_name=output.name,
             preprocessing=preprocessing, num_classes=k, labels=default_labels(k, given),
             output_kind=kind, max_batch_size=fixed, fixed_batch_size=fixed,
-            sha256=file_sha256(self.path), preprocessing_source=pre_source,
+            sha256=sha256, preprocessing_source=pre_source,
             extra={"external_data_sha256": external})
 
     def _probe(self, pre: Preprocessing, fixed: int | None, out_name: str, proto: onnx.ModelProto,
@@ -223,6 +228,12 @@ class OnnxModel(ModelBase):
     def hidden_unit_model(self, layer: str) -> "OnnxModel":
         """An OnnxModel whose outputs are the feature-map means of ``layer`` (N, C)."""
         return onnx_derived.hidden_unit_model(self, layer)
+
+    def incremental(self, x: np.ndarray, box: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+        """Incremental inference around ``x`` for boxes up to ``box`` (backends/incremental.py)."""
+        from .incremental import incremental_model
+
+        return incremental_model(self, x, box)
 
     def describe(self) -> dict[str, Any]:
         """``{"backend": "onnxruntime", "source": path, "options": {...}}``: picklable, rebuilt by

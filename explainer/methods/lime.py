@@ -12,15 +12,18 @@ from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
+from ..perturbation.adaptive import check_quality, run_adaptive
 from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module
 from . import MethodInfo, Option
+from .shared_options import QUALITY_OPTION
 from .common import Prepared, explanation, prepare
 
 SURROGATES = ("tree", "linear")
 SEGMENTATIONS = ("superpixels", "grid")
 UPSAMPLING = ("bicubic", "nearest", "none")
 REPLACEMENTS = ("mean", "blur")
+FIRST_ROUND = 128  # samples in the first adaptive round (then 256, 512, ...)
 
 
 def _positive_int(name: str, value: Any, least: int = 1) -> int:
@@ -167,7 +170,8 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
          num_samples: int = 2048, model_type: str = "tree", segmentation: Any = "superpixels",
          output_upsampling: str = "bicubic", replacement: str = "mean", kernel_width: float = 0.25,
          mini_batch_size: int = 128, seed: int = 0, score: str = "probability",
-         execution_environment: str = "auto", progress: bool = False) -> Explanation:
+         execution_environment: str = "auto", quality: str = "best",
+         progress: bool = False) -> Explanation:
     """Importance of image features (superpixels or grid cells) from a local surrogate.
 
     Samples turn random subsets of the features off (each on with probability
@@ -197,6 +201,11 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
         Of lime's exponential kernel on the cosine distance (lime's 0.25).
     mini_batch_size, seed, score, execution_environment, progress
         As for occlusion; ``seed`` fixes the samples and the tree.
+    quality : {"best", "balanced", "fast"}
+        "best" evaluates all samples. "balanced" / "fast" evaluate 128, 256, 512, ...
+        samples and stop once surrogates fitted to the two halves rank the features with
+        Spearman rho >= 0.95 / 0.90 (perturbation/adaptive.py); ``num_samples`` is the
+        cap and ``params["stopping"]`` records where it stopped.
 
     Returns
     -------
@@ -206,6 +215,7 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
     """
     num_features, num_samples, seed = _check(num_features, num_samples, seed, model_type,
                                              output_upsampling, kernel_width, mini_batch_size)
+    check_quality(quality)
     xp = array_module(execution_environment)
     prep = prepare(model, image, target, score)
     labels, kind, cells = feature_labels(prep, segmentation, num_features)
@@ -219,16 +229,30 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
         keep = masks.segment_masks(z_dev[start + 1:stop + 1], lab_dev)
         return masks.blend(x_dev, keep, fill_dev, xp, out=out)
 
-    y = np.concatenate([[prep.score], perturb(model, prep.x, num_samples - 1, fill_batch, mini_batch_size,
-                                              prep.stats, xp, score=score, target=prep.target,
-                                              progress=progress, desc="lime")])
-    importance = fit_surrogate(z, y, kernel_weights(z, kernel_width), model_type, seed)
+    y = np.zeros(num_samples)
+    y[0] = prep.score
+    weights = kernel_weights(z, kernel_width)
+
+    def evaluate(start: int, stop: int) -> None:  # sample rows start..stop-1 (row 0 is the image)
+        first = max(start, 1)
+        y[first:stop] = perturb(model, prep.x, stop - first,
+                                lambda out, a, b: fill_batch(out, a + first - 1, b + first - 1), mini_batch_size,
+                                prep.stats, xp, score=score, target=prep.target, progress=progress, desc="lime")
+
+    def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+        h = n // 2
+        return (fit_surrogate(z[:h], y[:h], weights[:h], model_type, seed),
+                fit_surrogate(z[h:n], y[h:n], weights[h:n], model_type, seed))
+
+    stopping = run_adaptive(num_samples, FIRST_ROUND, quality, evaluate, halves)
+    n = stopping.used
+    importance = fit_surrogate(z[:n], y[:n], weights[:n], model_type, seed)
     relevance = score_map(importance, labels, cells, output_upsampling)
     params = dict(num_features=nf, requested_num_features=num_features, num_samples=num_samples,
                   model_type=model_type, segmentation=kind, grid=list(cells) if cells else None,
                   output_upsampling=output_upsampling, replacement=replacement,
                   kernel_width=float(kernel_width), mini_batch_size=int(mini_batch_size), score=score,
-                  execution_environment=xp.__name__)
+                  execution_environment=xp.__name__, quality=quality, stopping=stopping.params())
     return explanation(model, prep, "lime", relevance, params, seed=seed,
                        arrays={"feature_map": labels, "feature_importance": importance},
                        display="diverging" if model_type == "linear" else "jet")
@@ -246,4 +270,5 @@ METHODS = [MethodInfo("lime", lime, (
     Option("--mini-batch-size", "mini_batch_size", dict(type=int)),
     Option("--score", "score", dict(choices=["probability", "logit"])),
     Option("--seed", "seed", dict(type=int)),
+    QUALITY_OPTION,
 ), help="LIME (MATLAB imageLIME)")]

@@ -15,6 +15,7 @@ from ..perturbation import masks
 from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
+from .shared_options import INCREMENTAL_OPTION, check_incremental, incremental_runner
 from .common import explanation, prepare, auto_or_numbers
 
 UPSAMPLING = ("bicubic", "nearest", "none")
@@ -99,7 +100,7 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
                           mask_value: float | Sequence[float] | str = "auto",
                           mask_clipping: str = "on", output_upsampling: str = "bicubic",
                           mini_batch_size: int = 128, score: str = "probability",
-                          execution_environment: str = "auto",
+                          execution_environment: str = "auto", incremental: str = "auto",
                           progress: bool = False) -> Explanation:
     """Change in the target's score when each part of the image is occluded.
 
@@ -123,6 +124,11 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     score : {"probability", "logit"}
     execution_environment : {"auto", "cpu", "gpu"}
         Where masks are built and maps aggregated (NumPy or CuPy).
+    incremental : {"auto", "off"}
+        "auto": run masked inputs incrementally (only the region of each layer a mask
+        reaches is recomputed, ``Model.incremental``) when the model is an in-process
+        convolutional ONNX model and the cost model expects it to pay; same map to
+        float32 rounding. ``params["inference"]`` says which path ran and why.
 
     Returns
     -------
@@ -132,6 +138,7 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     if output_upsampling not in UPSAMPLING:
         raise InputError(f"output_upsampling must be one of {UPSAMPLING}, got {output_upsampling!r}")
     check_batch_size(mini_batch_size)
+    check_incremental(incremental)
     xp = array_module(execution_environment)
     prep = prepare(model, image, target, score)
     shape = prep.x.shape[2:]
@@ -148,14 +155,16 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     def fill(out: Any, start: int, stop: int) -> Any:
         return masks.apply_boxes(x_dev, *axes(start, stop), value_dev, xp, out=out)
 
-    y = perturb(model, prep.x, grid.count, fill, mini_batch_size, prep.stats, xp, score=score,
+    runner, inference = incremental_runner(model, prep.x, grid.mask_size, incremental)
+    y = perturb(runner, prep.x, grid.count, fill, mini_batch_size, prep.stats, xp, score=score,
                 target=prep.target, progress=progress, desc="occlusion")
     diff = prep.score - y
     relevance = _aggregate(diff, grid, shape, output_upsampling, axes(0, grid.count), xp)
     params = dict(mask_size=list(grid.mask_size), stride=list(grid.stride),
                   mask_value=value.tolist(), mask_clipping=mask_clipping,
                   output_upsampling=output_upsampling, mini_batch_size=int(mini_batch_size),
-                  score=score, execution_environment=xp.__name__, num_masks=grid.count)
+                  score=score, execution_environment=xp.__name__, num_masks=grid.count,
+                  inference=inference)
     return explanation(model, prep, "occlusion", relevance, params)
 
 
@@ -186,4 +195,5 @@ METHODS = [MethodInfo("occlusion", occlusion_sensitivity, (
     Option("--output-upsampling", "output_upsampling", dict(choices=["bicubic", "nearest", "none"])),
     Option("--mini-batch-size", "mini_batch_size", dict(type=int)),
     Option("--score", "score", dict(choices=["probability", "logit"])),
+    INCREMENTAL_OPTION,
 ), help="occlusion sensitivity (MATLAB occlusionSensitivity)")]

@@ -17,6 +17,7 @@ from ..perturbation.engine import check_batch_size
 from ..perturbation.sampling import ConditionalSampler, MarginalSampler, load_folder
 from ..xp import array_module
 from . import MethodInfo, Option
+from .shared_options import INCREMENTAL_OPTION, check_incremental, incremental_runner
 from .common import Prepared, auto_or_numbers, explanation, prepare
 from .prediction_difference_core import (Windows, aggregate, evidence, grid_windows, hidden_unit_model,
                                          refine, window_scores)
@@ -109,7 +110,8 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
                           score: str = "auto", layer: str | None = None, unit: int | None = None,
                           coarse_to_fine: float | None = None, mini_batch_size: int = 128,
                           seed: int = 0, cache_dir: str | Path | None = None,
-                          execution_environment: str = "auto", progress: bool = False) -> Explanation:
+                          execution_environment: str = "auto", incremental: str = "auto",
+                          progress: bool = False) -> Explanation:
     """Weight of evidence of every k x k window for the target (Zintgraf et al. 2017).
 
     Each window is replaced by ``num_samples`` samples; p(c | x without window)
@@ -152,6 +154,8 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
     seed : int
     cache_dir : folder for fitted Gaussians (default $EXPLAINER_CACHE_DIR, else the platform's user cache folder)
     execution_environment : {"auto", "cpu", "gpu"}, where samples are built (NumPy or CuPy)
+    incremental : {"auto", "off"}, recompute only what a window reaches (as occlusion;
+        ``params["inference"]`` says which path ran)
     progress : bool, print the cost and show a progress bar with an ETA
 
     Returns
@@ -174,6 +178,7 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
             raise InputError(f"coarse_to_fine must be in (0, 1] with stride < window_size, "
                              f"got {coarse_to_fine} with stride {list(step)}")
     check_batch_size(mini_batch_size)
+    check_incremental(incremental)
     xp = array_module(execution_environment)
     model, target, score = _units(model, target, score, layer, unit)
     shape = tuple(model.spec.preprocessing.size)
@@ -184,7 +189,8 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
     n_cls = model.spec.num_classes if num_classes == "auto" else _positive("num_classes", num_classes)
     cost = prediction_difference_cost(shape, window_size=k, stride=step, num_samples=s,
                                       coarse_to_fine=coarse_to_fine)
-    run = dict(model=model, prep=prep, sampler=sampler, s=s, score=score, batch=mini_batch_size,
+    runner, inference = incremental_runner(model, prep.x, (k, k), incremental)
+    run = dict(model=runner, prep=prep, sampler=sampler, s=s, score=score, batch=mini_batch_size,
                seed=int(seed), xp=xp, progress=progress, n=n_train, k=n_cls)
     if coarse_to_fine is None:
         _announce(f"prediction-difference: {cost['windows']} windows x {s} samples = "
@@ -198,7 +204,7 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
                   data=str(data), patch_size=l_ or None, training_size=n_train, num_classes=n_cls,
                   score=score, layer=layer, unit=None if layer is None else prep.target,
                   coarse_to_fine=coarse_to_fine, mini_batch_size=int(mini_batch_size),
-                  num_windows=len(windows), execution_environment=xp.__name__)
+                  num_windows=len(windows), execution_environment=xp.__name__, inference=inference)
     arrays = {"window_corners": windows.corners(), "window_evidence": values.astype(np.float32)}
     return explanation(model, prep, "prediction-difference", relevance, params, seed=int(seed),
                        arrays=arrays, display="diverging")
@@ -249,4 +255,5 @@ METHODS = [MethodInfo("prediction-difference", prediction_difference, (
     Option("--cache-dir", "cache_dir", dict(help="where fitted patch Gaussians are cached")),
     Option("--mini-batch-size", "mini_batch_size", dict(type=int)),
     Option("--score", "score", dict(choices=["probability", "logit"])),
+    INCREMENTAL_OPTION,
 ), help="prediction difference analysis (Zintgraf et al. 2017), signed weight of evidence")]

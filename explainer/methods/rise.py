@@ -11,12 +11,15 @@ from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
+from ..perturbation.adaptive import check_quality, run_adaptive
 from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
+from .shared_options import QUALITY_OPTION
 from .common import auto_or_numbers, explanation, prepare
 from .occlusion import _mask_value
 
+FIRST_ROUND = 250  # masks in the first adaptive round (then 500, 1000, ...)
 AGGREGATE_CHUNK = 256  # masks per aggregation GEMM; fixed so results do not depend on batch size
 
 
@@ -94,7 +97,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
          grid_size: int = 7, keep_probability: float = 0.5,
          mask_value: float | Sequence[float] | str = "auto", mini_batch_size: int = 128,
          seed: int = 0, score: str = "probability", execution_environment: str = "auto",
-         progress: bool = False) -> Explanation:
+         quality: str = "best", progress: bool = False) -> Explanation:
     """Saliency as the score-weighted mean of random smooth masks.
 
     Each mask is a random ``grid_size`` x ``grid_size`` binary grid (cells kept
@@ -121,6 +124,11 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
         As for occlusion.
     seed : int
         Fixes every mask, whatever ``mini_batch_size``.
+    quality : {"best", "balanced", "fast"}
+        "best" evaluates all N masks. "balanced" / "fast" evaluate 250, 500, 1000, ...
+        masks and stop once the maps of the two halves (mean score taken out) have
+        Spearman rho >= 0.95 / 0.90 (perturbation/adaptive.py); ``params["stopping"]``
+        records where.
 
     Returns
     -------
@@ -128,6 +136,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
         ``map`` : (H, W) float32, unnormalised (its mean is about E[score]).
     """
     check_batch_size(mini_batch_size)
+    check_quality(quality)
     xp = array_module(execution_environment)
     prep = prepare(model, image, target, score)
     shape = prep.x.shape[2:]
@@ -140,27 +149,46 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     def fill_batch(out: Any, start: int, stop: int) -> Any:
         return masks.blend(x_dev, make(start, stop), fill_dev, xp, out=out)
 
-    y = perturb(model, prep.x, plan.grids.shape[0], fill_batch, mini_batch_size, prep.stats, xp, score=score,
-                target=prep.target, progress=progress, desc="rise")
-    saliency = _aggregate(y, make, plan, float(keep_probability), xp)
+    blocks: list[tuple[int, int, np.ndarray, Any, Any]] = []  # start, stop, scores, scores^T masks, mask sum
+
+    def evaluate(start: int, stop: int) -> None:
+        y = perturb(model, prep.x, stop - start, lambda out, a, b: fill_batch(out, a + start, b + start),
+                    mini_batch_size, prep.stats, xp, score=score, target=prep.target, progress=progress,
+                    desc="rise")
+        blocks.append((start, stop, y) + _weighted_sum(y, make, start, xp))
+
+    def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The two half maps with the mean score taken out (a control variate: the noise of
+        mean score x mean mask would otherwise hide the agreement of the signal)."""
+        out = []
+        for part in ([b for b in blocks if b[1] <= n // 2], [b for b in blocks if b[0] >= n // 2 and b[1] <= n]):
+            y = np.concatenate([b[2] for b in part])
+            out.append(to_numpy(sum(b[3] for b in part) - float(y.mean()) * sum(b[4] for b in part)))
+        return out[0], out[1]
+
+    stopping = run_adaptive(int(num_masks), FIRST_ROUND, quality, evaluate, halves)
+    total = to_numpy(sum(b[3] for b in blocks))
+    saliency = total.reshape(shape) / (stopping.used * float(keep_probability))
     params = dict(num_masks=int(num_masks), grid_size=int(grid_size),
                   keep_probability=float(keep_probability), cell=list(plan.cell),
                   mask_value=fill.tolist(), mini_batch_size=int(mini_batch_size), score=score,
-                  execution_environment=xp.__name__)
+                  execution_environment=xp.__name__, quality=quality, stopping=stopping.params())
     return explanation(model, prep, "rise", saliency, params, seed=int(seed))
 
 
-def _aggregate(y: np.ndarray, make: MaskMaker, plan: RisePlan, p: float, xp: Any) -> np.ndarray:
-    """scores^T masks / (N p), masks rebuilt chunk by chunk (never all in memory)."""
+def _weighted_sum(y: np.ndarray, make: MaskMaker, offset: int, xp: Any) -> tuple[Any, Any]:
+    """scores^T masks and the sum of the masks, (H*W,) float64 each, for masks
+    offset..offset+len(y)-1, rebuilt chunk by chunk (never all in memory)."""
     n = len(y)
-    h, w = plan.shape
-    total = xp.zeros(h * w, xp.float64)
+    h, w = make.plan.shape
+    total, masks_sum = xp.zeros(h * w, xp.float64), xp.zeros(h * w, xp.float64)
     y_dev = xp.asarray(y, dtype=xp.float64)
     for start in range(0, n, AGGREGATE_CHUNK):
         stop = min(start + AGGREGATE_CHUNK, n)
-        m = make(start, stop).reshape(stop - start, h * w).astype(xp.float64)
+        m = make(offset + start, offset + stop).reshape(stop - start, h * w).astype(xp.float64)
         total += y_dev[start:stop] @ m
-    return to_numpy(total).reshape(h, w) / (n * p)
+        masks_sum += m.sum(axis=0)
+    return total, masks_sum
 
 
 METHODS = [MethodInfo("rise", rise, (
@@ -172,4 +200,5 @@ METHODS = [MethodInfo("rise", rise, (
     Option("--mini-batch-size", "mini_batch_size", dict(type=int)),
     Option("--score", "score", dict(choices=["probability", "logit"])),
     Option("--seed", "seed", dict(type=int)),
+    QUALITY_OPTION,
 ), help="RISE (Petsiuk et al. 2018)")]
