@@ -174,8 +174,8 @@ class ModelBase:
         raise CapabilityError("layer= needs a model run in-process by ONNX Runtime (an .onnx file)")
 
     def incremental(self, x: np.ndarray, box: tuple[int, int]) -> tuple[Model, dict[str, Any]]:
-        return self, dict(path="full", reason=f"incremental inference needs an in-process ONNX Runtime "
-                                              f"model, not a {self.backend} model")
+        # the same words for every remote backend: a served explanation records what a client-side one does
+        return self, dict(path="full", reason="incremental inference needs an in-process ONNX Runtime model")
 
     def describe(self) -> dict[str, Any]:
         raise self._lacks("describe()", "a model that can be rebuilt from a description")
