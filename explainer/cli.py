@@ -175,9 +175,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     feature = None if remote else default_feature_layer(proto, spec.preprocessing.layout)
     deployed = None
     if remote:
-        from .backends.triton.inventory import companions
-
-        deployed = companions(model)
+        deployed = model.deployed()
         default = next((c["layers"][0] for c in deployed if c.get("default_layer") and c["layers"]), None)
         feature = argparse.Namespace(name=default) if default else None
         named = dict.fromkeys(layer for c in deployed for layer in c["layers"])

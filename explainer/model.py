@@ -135,6 +135,11 @@ class Model(Protocol):
         """A small picklable dict from which ``explainer.model_from_description`` rebuilds the model."""
         ...
 
+    def deployed(self) -> list[dict[str, Any]]:
+        """The companion models served next to this model (``model``, ``kind``, ``layers``, ...);
+        empty for a model run in-process."""
+        ...
+
 
 class ModelBase:
     """Defaults for every capability beyond ``predict``: each raises :class:`CapabilityError`."""
@@ -179,6 +184,9 @@ class ModelBase:
 
     def describe(self) -> dict[str, Any]:
         raise self._lacks("describe()", "a model that can be rebuilt from a description")
+
+    def deployed(self) -> list[dict[str, Any]]:
+        return []
 
 
 GradientModel = Model  # the protocol is closed: every Model has gradients (or says it lacks them)
