@@ -127,7 +127,8 @@ def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray
     if not np.all(finite | (np.isnan(m) & bool(params.get("uncovered_pixels")))):
         raise InputError(f"{method}: the map contains NaN or Inf")
     if finite.any() and np.ptp(m[finite]) == 0:
-        params = {**params, **constant_map_warning(method, float(m[finite][0]))}
+        note = constant_map_warning(method, float(m[finite][0]))
+        params = {**params, **note, "warnings": list(params.get("warnings", [])) + note["warnings"]}
     return Explanation(
         map=m, target=prep.target, label=model.spec.labels[prep.target], score=prep.score,
         method=method, params=params, seed=seed, backend=describe_backend(model),
