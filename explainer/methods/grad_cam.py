@@ -41,7 +41,7 @@ def _finish(model: Model, prep: Any, method: str, cam: np.ndarray, upsampling: s
 
 
 def grad_cam(model: Model, image: Any, target: int | str | None = None, *, feature_layer: str = "auto",
-             score: str = "probability", output_upsampling: str = "bicubic",
+             score: str = "auto", output_upsampling: str = "bicubic",
              progress: bool = False) -> Explanation:
     """Gradient-weighted class activation map.
 
@@ -56,7 +56,11 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     feature_layer : str
         A node or tensor name with a 4-D output; "auto": MATLAB's default (the last
         ReLU-like layer with non-singleton spatial size, or the last Add/Concat of such).
-    score : {"probability", "logit"}
+    score : {"auto", "logit", "probability"}
+        "auto" (default): the logit, as pytorch-grad-cam, for a model that outputs logits;
+        the probability for one that outputs probabilities. A confident prediction's
+        probability gradient is tiny (p (1 - p)), never exactly 0: it is computed without
+        saturating (see ``explainer.graph.gradients``), but the logit's map is the one users expect.
     output_upsampling : {"bicubic", "nearest", "none"}
         "none" leaves the map at the feature layer's (h, w).
 
@@ -66,6 +70,7 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
     require_gradients(model, "grad-cam")
+    score = cam_score(model, score)
     prep = prepare(model, image, target, score)
     layer = resolve_layer(model, feature_layer)
     wl, wp = target_weights(model, 1, prep.target, score)
@@ -80,12 +85,22 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     return _finish(model, prep, "grad-cam", cam, output_upsampling, params)
 
 
-def cam(model: Model, image: Any, target: int | str | None = None, *, score: str = "probability",
+def cam_score(model: Model, score: str) -> str:
+    """The score CAM-type methods explain: "auto" is the logit, or the probability for a model
+    that outputs probabilities (its logits are not reported)."""
+    if score == "auto":
+        return "logit" if model.spec.output_kind == "logits" else "probability"
+    if score not in ("logit", "probability"):
+        raise InputError(f"score must be 'auto', 'logit' or 'probability', got {score!r}")
+    return score
+
+
+def cam(model: Model, image: Any, target: int | str | None = None, *, score: str = "auto",
         output_upsampling: str = "bicubic", progress: bool = False) -> Explanation:
     """Class activation map: sum_c W[target, c] A_c, A the features before the global pooling.
 
     The map is the target's logit before pooling (signed, unnormalised); ``score`` only
-    picks how the target and its score are reported. With score="logit", Grad-CAM on
+    picks how the target and its score are reported ("auto": the logit, see ``grad_cam``). With score="logit", Grad-CAM on
     the same layer equals ReLU(CAM) / (h * w). W comes from the ONNX file, or on a
     Triton endpoint from the deployed gradient model of the default feature layer
     (``export-gradients --layer auto``), checked to be that of a GAP + FC head.
@@ -95,6 +110,7 @@ def cam(model: Model, image: Any, target: int | str | None = None, *, score: str
     Explanation
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
+    score = cam_score(model, score)
     try:
         head: tuple[str, np.ndarray] | None = model.linear_head()
     except CapabilityError:
