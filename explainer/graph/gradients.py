@@ -22,11 +22,13 @@ from .grad_builder import Builder, is_float
 from .grad_rules import RULES as ELEMENTWISE
 from .grad_rules_nn import RULES as DENSE
 from .grad_rules_pool import RULES as POOLING
+from .grad_rules_index import RULES as INDEXING
+from .grad_rules_math import RULES as MATH
 from .grad_rules_shape import RULES as SHAPES
 
 RELU_RULES = ("standard", "guided", "deconv")
 MIN_OPSET = 17
-RULES = {**ELEMENTWISE, **SHAPES, **DENSE, **POOLING}
+RULES = {**ELEMENTWISE, **SHAPES, **DENSE, **POOLING, **INDEXING, **MATH}
 NON_DIFFERENTIABLE = {
     "Shape", "Size", "NonZero", "ArgMax", "ArgMin", "Equal", "Greater", "Less", "GreaterOrEqual",
     "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "ConstantOfShape", "Range", "Sign",
