@@ -18,6 +18,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .errors import CapabilityError, InputError
+from .graph.features import FeatureView
 from .graph.inspect import Layer
 from .imaging import Preprocessing
 
@@ -116,6 +117,10 @@ class Model(Protocol):
         """CAM's head: the feature tensor before global average pooling and the FC weights (K, C)."""
         ...
 
+    def feature_view(self, layer: str) -> FeatureView:
+        """How ``layer``'s tensor maps to (N, C, h, w) feature maps (its layout, or its token grid)."""
+        ...
+
     def layers(self) -> list[Layer]:
         """The layers a method may name."""
         ...
@@ -166,6 +171,10 @@ class ModelBase:
 
     def linear_head(self) -> tuple[str, np.ndarray]:
         raise self._lacks("cam", "the fully connected weights of an ONNX file")
+
+    def feature_view(self, layer: str) -> FeatureView:
+        """How ``layer``'s tensor maps to (N, C, h, w) maps; without a graph: the input's layout."""
+        return FeatureView(layer, self.spec.preprocessing.layout)
 
     def layers(self) -> list[Layer]:
         return []

@@ -235,8 +235,9 @@ def _assemble(model: onnx.ModelProto, b: Builder, nodes: list[onnx.NodeProto],
     outputs[1] = helper.make_tensor_value_info("gradient", b.dtype(wrt), b.shape(wrt))
     if layer is not None:
         outputs[2] = helper.make_tensor_value_info("activations", b.dtype(wrt), b.shape(wrt))
+    used = {i for n in b.nodes for i in n.input}
     graph = helper.make_graph(nodes + b.nodes + tail, f"{g.name}_gradient", [image] + weights, outputs,
-                              list(g.initializer) + b.initializers)
+                              list(g.initializer) + [t for t in b.initializers if t.name in used])
     result = helper.make_model(graph, opset_imports=list(model.opset_import),
                                producer_name="explainer.graph.gradients")
     result.ir_version = max(model.ir_version, 8)

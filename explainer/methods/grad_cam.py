@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..graph.features import FeatureView, to_maps
 from ..graph.heads import cam_weights  # noqa: F401  (re-exported: CAM's head reader)
 from ..model import CapabilityError, Model
 from ..errors import InputError
@@ -20,11 +21,19 @@ UPSAMPLING = ("bicubic", "nearest", "none")
 
 
 def _channels_first(t: np.ndarray, model: Model, layer: str) -> np.ndarray:
-    """A (1, C, h, w) feature tensor (NHWC models' 4-D tensors are transposed)."""
-    if t.ndim != 4:
+    """A layer tensor as (N, C, h, w) maps: its layout (or token grid) read from the graph.
+
+    A model without a graph (a served one) gives 4-D tensors in its input's layout.
+    """
+    view_of = getattr(model, "feature_view", None)
+    view = view_of(layer) if callable(view_of) else FeatureView(layer, model.spec.preprocessing.layout)
+    if view.layout != "tokens" and t.ndim != 4:
         raise InputError(f"layer {layer!r} has a {t.ndim}-D output {list(t.shape)}; "
-                         "Grad-CAM needs a 4-D (N, C, h, w) feature map")
-    return t.transpose(0, 3, 1, 2) if model.spec.preprocessing.layout == "NHWC" else t
+                         "Grad-CAM needs a 4-D (N, C, h, w) feature map or (N, T, D) tokens on a patch grid")
+    try:
+        return to_maps(t, view)
+    except ValueError as e:
+        raise InputError(f"layer {layer!r}: {e}") from None
 
 
 def _finish(model: Model, prep: Any, method: str, cam: np.ndarray, upsampling: str,
@@ -54,8 +63,9 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     image : str, Path or ndarray
     target : int, str or None
     feature_layer : str
-        A node or tensor name with a 4-D output; "auto": MATLAB's default (the last
-        ReLU-like layer with non-singleton spatial size, or the last Add/Concat of such).
+        A node or tensor name with a 4-D output, or (N, T, D) tokens on a patch grid; "auto":
+        the default feature layer (MATLAB's ReLU rule, else the global pool's input, else the
+        tokens entering the last attention block; graph/features.py).
     score : {"probability", "logit"}
     output_upsampling : {"bicubic", "nearest", "none"}
         "none" leaves the map at the feature layer's (h, w).
@@ -77,6 +87,9 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     alpha = g.mean(axis=(1, 2))
     cam = np.maximum(np.tensordot(alpha, a, axes=1), 0.0)
     params = dict(feature_layer=layer, score=score, channels=int(a.shape[0]))
+    view = getattr(model, "feature_view", None)
+    if callable(view) and view(layer).layout == "tokens":
+        params.update(token_grid=list(view(layer).grid or ()), prefix_tokens=view(layer).prefix)
     return _finish(model, prep, "grad-cam", cam, output_upsampling, params)
 
 
