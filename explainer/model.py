@@ -12,7 +12,7 @@ model in another process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -190,6 +190,45 @@ class ModelBase:
         raise self._lacks("describe()", "a model that can be rebuilt from a description")
 
 
+class LogitView:
+    """A model that outputs probabilities from a final Softmax, seen through its logits.
+
+    ``predict`` returns the Softmax's input z (N, K) (``logits_tensor``, read through
+    ``activations``) and ``spec.output_kind`` is "logits"; gradients are the model's own
+    (their logit weights already address z). Everything else is the model's, but for
+    incremental inference and ``describe`` (which would give back probabilities).
+    """
+
+    accepts_device_arrays = False
+
+    def __init__(self, model: Any, tensor: str) -> None:
+        self._model, self._tensor = model, tensor
+        self.spec = replace(model.spec, output_kind="logits")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """The logits (N, K) float32 of an (N, C, H, W) batch."""
+        out = self._model.activations(batch, [self._tensor])[self._tensor]
+        return np.asarray(out, np.float32).reshape(len(out), -1)
+
+    def incremental(self, x: np.ndarray, box: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+        return self, dict(path="full", reason="the logits of a Softmax-ended model are computed in full")
+
+    def describe(self) -> dict[str, Any]:
+        raise CapabilityError("a logit view of a model cannot be described; describe the model itself")
+
+
+def logit_view(model: Any, score: str) -> Any:
+    """``model``, or for score "logit" on a model ending in Softmax whose logits it can give, its LogitView."""
+    if score != "logit" or model.spec.output_kind != "probabilities":
+        return model
+    find = getattr(model, "logits_tensor", None)
+    tensor = find() if callable(find) else None
+    return LogitView(model, tensor) if tensor else model
+
+
 GradientModel = Model  # the protocol is closed: every Model has gradients (or says it lacks them)
 
 
@@ -216,7 +255,9 @@ def scores(outputs: np.ndarray, spec: ModelSpec, score: str) -> np.ndarray:
     out = np.asarray(outputs, dtype=np.float64)
     if spec.output_kind == "probabilities":
         if score == "logit":
-            raise InputError("score='logit' needs a model that outputs logits; this one outputs probabilities")
+            raise InputError("score='logit' needs a model that outputs logits; this one outputs probabilities "
+                             "(on an ONNX file ending in Softmax, the gradient methods, grad-cam and cam explain "
+                             "the logits before the Softmax)")
         return out
     if score == "logit":
         return out

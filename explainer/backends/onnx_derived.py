@@ -113,6 +113,18 @@ def feature_layer(model: Any) -> str:
     return found[0].name
 
 
+def logits_tensor(model: Any) -> str | None:
+    """The input z of a final Softmax over the class axis (the logits), else None."""
+    proto = read_onnx(model.path)
+    node = next((n for n in proto.graph.node if model.spec.output_name in n.output), None)
+    if node is None or node.op_type != "Softmax":
+        return None
+    rank = len(proto.graph.output[0].type.tensor_type.shape.dim) or 2
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+    return node.input[0] if axis % rank == rank - 1 else None
+
+
 def feature_view(model: Any, layer: str) -> FeatureView:
     """How ``layer`` maps to (N, C, h, w) maps (its graph layout, or its token grid)."""
     key = ("feature_view", layer)

@@ -25,6 +25,7 @@ from .grad_rules_pool import RULES as POOLING
 from .grad_rules_index import RULES as INDEXING
 from .grad_rules_math import RULES as MATH
 from .grad_rules_shape import RULES as SHAPES
+from .pruning import prune
 
 RELU_RULES = ("standard", "guided", "deconv")
 MIN_OPSET = 17
@@ -235,9 +236,9 @@ def _assemble(model: onnx.ModelProto, b: Builder, nodes: list[onnx.NodeProto],
     outputs[1] = helper.make_tensor_value_info("gradient", b.dtype(wrt), b.shape(wrt))
     if layer is not None:
         outputs[2] = helper.make_tensor_value_info("activations", b.dtype(wrt), b.shape(wrt))
-    used = {i for n in b.nodes for i in n.input}
     graph = helper.make_graph(nodes + b.nodes + tail, f"{g.name}_gradient", [image] + weights, outputs,
-                              list(g.initializer) + [t for t in b.initializers if t.name in used])
+                              list(g.initializer) + b.initializers)
+    prune(graph)  # rules may leave a helper tensor unused
     result = helper.make_model(graph, opset_imports=list(model.opset_import),
                                producer_name="explainer.graph.gradients")
     result.ir_version = max(model.ir_version, 8)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..graph.features import FeatureView, to_maps
 from ..graph.heads import cam_weights  # noqa: F401  (re-exported: CAM's head reader)
-from ..model import CapabilityError, Model
+from ..model import CapabilityError, Model, logit_view
 from ..errors import InputError
 from ..explanation import Explanation
 from . import MethodInfo, Option
@@ -76,6 +76,7 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
     require_gradients(model, "grad-cam")
+    model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     prep = prepare(model, image, target, score)
     layer = resolve_layer(model, feature_layer)
     wl, wp = target_weights(model, 1, prep.target, score)
@@ -108,6 +109,7 @@ def cam(model: Model, image: Any, target: int | str | None = None, *, score: str
     Explanation
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
+    model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     try:
         head: tuple[str, np.ndarray] | None = model.linear_head()
     except CapabilityError:

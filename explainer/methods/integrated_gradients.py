@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Model, scores
+from ..model import Model, logit_view, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..imaging import preprocess
@@ -86,6 +86,7 @@ def integrated_gradients(model: Model, image: Any, target: int | str | None = No
         (with ``params["score_difference"]`` = f(x) - f(b)).
     """
     require_gradients(model, "integrated-gradients")
+    model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     num_steps = check_positive_int("num_steps", num_steps)
     alphas, weights = path_points(num_steps, integration)
     prep = prepare(model, image, target, score)
