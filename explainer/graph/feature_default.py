@@ -68,6 +68,12 @@ def default_feature(model: onnx.ModelProto, input_layout: str) -> tuple[Layer, F
     return _token_feature(model, input_layout, shapes, by_output)
 
 
+def default_layer(model: onnx.ModelProto, input_layout: str) -> Layer | None:
+    """The default feature layer alone (see :func:`default_feature`)."""
+    found = default_feature(model, input_layout)
+    return found[0] if found else None
+
+
 def _token_feature(model: onnx.ModelProto, input_layout: str, shapes: dict[str, Shape],
                    by_output: dict[str, Layer]) -> tuple[Layer, FeatureView] | None:
     """The (N, T, D) residual stream entering the last attention block, on its patch grid."""

@@ -90,6 +90,25 @@ def gradient_model(proto: onnx.ModelProto, *, layer: str | None = None,
     return result
 
 
+def uncovered_operators(proto: onnx.ModelProto) -> list[str]:
+    """Operators on the path from the image input to the output that have no gradient rule (sorted).
+
+    Empty when every gradient method can run on the model (``explainer inspect`` reports it).
+    """
+    try:
+        model = _at_least_opset(proto)
+        inferred = _inferred(model)
+        image = _image_input(model.graph)
+    except InputError:
+        return ["(the graph cannot be analysed)"]
+    g = model.graph
+    b = Builder(inferred, "standard")
+    path = _path(g, image.name, g.output[0].name, b)
+    return sorted({f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in g.node
+                   if any(i in path for i in n.input) and any(o in path for o in n.output)
+                   and (n.domain not in ("", "ai.onnx") or n.op_type not in RULES)})
+
+
 def gradient_info(proto: onnx.ModelProto, **fields) -> dict:
     """The ``explainer.gradient`` record of a gradient model, after adding ``fields`` to it."""
     meta = {p.key: p.value for p in proto.metadata_props}
