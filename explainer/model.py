@@ -121,6 +121,10 @@ class Model(Protocol):
         """How ``layer``'s tensor maps to (N, C, h, w) feature maps (its layout, or its token grid)."""
         ...
 
+    def attention(self) -> Any:
+        """The attention Softmax tensors (N, heads, T, T) and the token grid (graph/feature_default.Attention)."""
+        ...
+
     def layers(self) -> list[Layer]:
         """The layers a method may name."""
         ...
@@ -175,6 +179,9 @@ class ModelBase:
     def feature_view(self, layer: str) -> FeatureView:
         """How ``layer``'s tensor maps to (N, C, h, w) maps; without a graph: the input's layout."""
         return FeatureView(layer, self.spec.preprocessing.layout)
+
+    def attention(self) -> Any:
+        raise self._lacks("attention-rollout", "the graph of an ONNX file")
 
     def layers(self) -> list[Layer]:
         return []

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..graph.activations import with_outputs
 from ..graph.gradients import gradient_model
 from ..graph.heads import cam_weights
-from ..graph.feature_default import default_feature
+from ..graph.feature_default import Attention, attention as find_attention, default_feature
 from ..graph.features import FeatureView, view_of
 from ..graph.inspect import layers
 from ..graph.outputs import MEANS_OUTPUT, layer_means_model, resolve_tensor
@@ -111,6 +111,14 @@ def feature_layer(model: Any) -> str:
         raise InputError("this model has no default feature layer; name one with --feature-layer "
                          "(grad-cam) or --layer (activations, deep-dream); `explainer inspect` lists the layers")
     return found[0].name
+
+
+def attention(model: Any) -> Attention:
+    """The attention Softmax tensors and the token grid of the ONNX file (kept for the model)."""
+    key = ("attention",)
+    if key not in model.derived:
+        model.derived[key] = find_attention(read_onnx(model.path), model.spec.preprocessing.layout)
+    return model.derived[key]
 
 
 def logits_tensor(model: Any) -> str | None:

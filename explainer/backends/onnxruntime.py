@@ -219,6 +219,10 @@ class OnnxModel(ModelBase):
         """The tensor before global average pooling and the FC weights (K, C) float64."""
         return onnx_derived.linear_head(self)
 
+    def attention(self) -> Any:
+        """The attention Softmax tensors and token grid of the graph (graph/feature_default.py)."""
+        return onnx_derived.attention(self)
+
     def logits_tensor(self) -> str | None:
         """The input of the final Softmax over the classes (None when the output is not a Softmax's)."""
         return onnx_derived.logits_tensor(self)

@@ -6,7 +6,11 @@ else the token tensor entering the last attention block, on its patch grid).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx
+
+from ..errors import InputError
 
 from .features import FeatureView, Shape, channel_axes, pooled_axes, token_grid
 from .inspect import Layer, _shapes, default_feature_layer, layers
@@ -66,6 +70,50 @@ def default_feature(model: onnx.ModelProto, input_layout: str) -> tuple[Layer, F
                                                              "NHWC" if spatial == [1, 2] else "NCHW")
         break
     return _token_feature(model, input_layout, shapes, by_output)
+
+
+@dataclass(frozen=True)
+class Attention:
+    """The attention weights of a token model: Softmax outputs (N, heads, T, T), in graph order,
+    and the patch grid (h, w) of the T - ``prefix`` tokens after the ``prefix`` leading ones."""
+
+    tensors: tuple[str, ...]
+    grid: tuple[int, int]
+    prefix: int
+
+
+def attention(model: onnx.ModelProto, input_layout: str) -> Attention:
+    """The model's global attention layers and token grid.
+
+    Raises
+    ------
+    InputError
+        No attention Softmax, or attention over other token sets than the whole grid
+        (windowed attention as in Swin: each window's T is not the model's token count).
+    """
+    shapes = _shapes(model)
+    soft = attention_softmaxes(model, shapes)
+    if not soft:
+        raise InputError("attention-rollout needs a transformer: this model has no attention Softmax "
+                         "(a Softmax over the last axis whose output multiplies the values); use grad-cam")
+    by_output = {lay.output: lay for lay in layers(model)}
+    found = _token_feature(model, input_layout, shapes, by_output)
+    sizes = {(shapes.get(n.output[0]) or (None,))[-1] for n in soft}
+    if found is None:
+        raise InputError("attention-rollout: the attention does not span the token grid of the model "
+                         "(windowed attention, as in Swin, is not rolled out); use grad-cam")
+    view = found[1]
+    grid = view.grid or (0, 0)
+    t = view.prefix + grid[0] * grid[1]
+    if {s for s in sizes if isinstance(s, int)} - {t}:
+        raise InputError(windowed(sorted(s for s in sizes if isinstance(s, int)), t))
+    return Attention(tuple(n.output[0] for n in soft), grid, view.prefix)
+
+
+def windowed(sizes: list[int], t: int) -> str:
+    """The refusal for attention over other token sets than the model's ``t`` tokens."""
+    return (f"attention-rollout: the attention is over {sizes} tokens, not the model's {t} (windowed "
+            "attention, as in Swin, is not rolled out); use grad-cam")
 
 
 def default_layer(model: onnx.ModelProto, input_layout: str) -> Layer | None:
