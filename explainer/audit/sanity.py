@@ -3,7 +3,9 @@ per method, and the pointing game summary."""
 
 from __future__ import annotations
 
+import contextlib
 import html
+import io
 from typing import Any, Callable
 
 import numpy as np
@@ -36,9 +38,10 @@ def mprt(a: Audit, infos: dict[str, MethodInfo], kwargs: Callable[[MethodInfo], 
             for i in range(min(images, len(a.paths))):
                 image = ImageInput(a.x[i:i + 1], a.pixels[i], str(a.paths[i]))
                 target = int(a.predicted[i])
-                r = metrics.randomisation_check(
-                    a.model, lambda m: info.function(m, image, target, progress=False, **kwargs(info)).map,
-                    seed=seed, max_layers=layers)
+                with contextlib.redirect_stderr(io.StringIO()):  # warnings about randomised models' maps
+                    r = metrics.randomisation_check(
+                        a.model, lambda m: info.function(m, image, target, progress=False, **kwargs(info)).map,
+                        seed=seed, max_layers=layers)
                 rows.append(r.correlations)
                 why.append(r.undefined or [None] * len(r.layers))
                 names = r.layers
