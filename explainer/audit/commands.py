@@ -35,6 +35,10 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     a.add_argument("--top-k", type=int, default=4, help="images per class in the max/min grids")
     a.add_argument("--steps", type=int, default=32, help="deletion/insertion steps")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--data", type=Path, help="images to sample from, for prediction-difference")
+    a.add_argument("--pointing-tolerance", type=int, help="pixels (default: 15 at 224, scaled to the input)")
+    a.add_argument("--sanity-layers", type=int, default=5,
+                   help="randomise the top N layers per method (model-parameter randomisation; 0: skip)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     model_options(a)
 
@@ -67,8 +71,9 @@ def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[a
         progress = not args.quiet and sys.stderr.isatty()
         result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,
                        layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
-                       progress=progress)
+                       progress=progress, data=args.data, sanity_layers=args.sanity_layers,
+                       pointing_tolerance="auto" if args.pointing_tolerance is None else args.pointing_tolerance)
         print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
-                          "flags": result.flags}, indent=2, allow_nan=False))
+                          "flags": result.flags, "sanity": result.sanity}, indent=2, allow_nan=False))
 
     return {"export-layers": cmd_export_layers, "audit": cmd_audit}

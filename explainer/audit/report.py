@@ -16,6 +16,7 @@ from ..explanation import atomic_write_all, png_bytes
 from ..methods.activations import resolve_layer
 from .findings import mean_map
 from .records import Audit
+from .sanity import sanity_section
 
 CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #bbb;padding:3px 6px;text-align:center;font-size:13px}th{background:#eee}
@@ -107,8 +108,9 @@ def _metrics(a: Audit) -> str:
     for name in a.methods:
         ms = [r.metrics for r in a.results[name]]
         cells = [np.mean([m["deletion_auc"] for m in ms]), np.mean([m["insertion_auc"] for m in ms])]
-        if a.objects is not None:
-            cells += [np.mean([m["pointing_game"] for m in ms]), np.mean([m["relevance_mass"] for m in ms])]
+        if a.objects is not None:  # the pointing game is undefined (None) on an empty mask or a constant map
+            hits = [m["pointing_game"] for m in ms if m.get("pointing_game") is not None]
+            cells += [np.mean(hits) if hits else np.nan, np.mean([m["relevance_mass"] for m in ms])]
         rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{v:.3f}</td>" for v in cells) + "</tr>")
     return f"<p>Means over {len(a.paths)} images (target: the predicted class).</p><table>{head}{''.join(rows)}</table>"
 
@@ -160,13 +162,14 @@ def _per_image(a: Audit) -> str:
                  f"<td>{html.escape(labels[k])} ({a.probs[i, k]:.2f})</td>"]
         for m in a.methods:
             r = a.results[m][i]
-            stats = " ".join(f"{key.split('_')[0]} {float(v):.2f}" for key, v in r.metrics.items())
+            stats = " ".join(f"{key.split('_')[0]} {float(v):.2f}" for key, v in r.metrics.items() if v is not None)
             cells.append(f"<td>{_fig(img(overlay(a.pixels[i], r.map, r.display), m + ' ' + p.name), stats)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def write_report(a: Audit, out: Path, *, layer: str = "auto", top_k: int = 4, seed: int = 0) -> Path:
+def write_report(a: Audit, out: Path, *, layer: str = "auto", top_k: int = 4, seed: int = 0,
+                 sanity: dict[str, Any] | None = None) -> Path:
     """Write ``out/index.html`` (and ``tsne.csv``, ``results.json``); returns the HTML path."""
     spec = a.model.spec
     confusion, acc = _confusion(a)
@@ -180,13 +183,14 @@ def write_report(a: Audit, out: Path, *, layer: str = "auto", top_k: int = 4, se
             "<h2>Accuracy and confusion matrix</h2>", confusion,
             "<h2>Spurious-region finding</h2>", _findings(a),
             "<h2>Explanation metrics</h2>", _metrics(a),
+            "<h2>Sanity checks</h2>", sanity_section(sanity),
             "<h2>t-SNE of activations</h2>", tsne_html,
             "<h2>Maximal and minimal activating images</h2>", _extremes(a, top_k),
             "<h2>Per-image explanations</h2>", _per_image(a)]
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>explainer audit</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
     results = {"accuracy": acc, "findings": [f.__dict__ for f in a.findings],
-               "images": [_image_json(a, i) for i in range(len(a.paths))]}
+               "images": [_image_json(a, i) for i in range(len(a.paths))], "sanity": sanity}
     index = out / "index.html"
     atomic_write_all({index: page.encode(),
                       out / "results.json": json.dumps(results, indent=1, allow_nan=False).encode()})
