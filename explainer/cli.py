@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from . import api
 from .audit import commands as audit_commands
-from .model import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem
@@ -235,9 +234,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
     summary = []
     for path, stem, image in tqdm(inputs, desc="images", unit="image", disable=not progress or len(inputs) < 2):
         result = run(image, args.target, progress=progress)
-        layout = model.spec.preprocessing.layout
-        written = result.save(args.out, stem, save_input=args.save_input and result.input is not None,
-                              input_tensor=None if result.input is None else to_layout(result.input, layout))
+        # --save-input writes the (1, C, H, W) NCHW tensor whatever the model's layout: the layout of the
+        # attributions, and of the .npy inputs `explain` reads back
+        written = result.save(args.out, stem, save_input=args.save_input and result.input is not None)
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})
         if not args.json and not args.quiet:
             print(f"{path}: {result.label} ({result.score:.3f}) -> " + ", ".join(str(f) for f in written))

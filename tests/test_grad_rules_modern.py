@@ -89,6 +89,10 @@ CASES = {
     "reduce_mean_sum_dynamic": ([N("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
                                  N("ReduceSum", ["x", "ax"], ["s"], keepdims=0), N("Add", ["m", "s"], ["y"])],
                                 (2, 3, 4), {"ax": np.array([2, 3])}, 17, True),
+    "reduce_norms": ([N("ReduceL2", ["x"], ["a"], axes=[2], keepdims=0), N("ReduceL1", ["x"], ["b"], axes=[2], keepdims=0),
+                      N("ReduceSumSquare", ["x"], ["c"], axes=[2], keepdims=0),
+                      N("ReduceLogSumExp", ["x"], ["d"], axes=[2], keepdims=0), N("Sum", ["a", "b", "c", "d"], ["y"])],
+                     (3, 4), None),
     "reduce_max": ([N("ReduceMax", ["x"], ["y"], axes=[1], keepdims=0)], (4, 3), None),
     "global_average_pool_dynamic": ([N("GlobalAveragePool", ["x"], ["y"])], (2, 3, 4), None, 17, True),
     "pad_reflect_dynamic": ([N("Pad", ["x", "p"], ["y"], mode="reflect")], (2, 4, 5),
@@ -114,6 +118,8 @@ CASES = {
     "mish_softplus": ([N("Mish", ["x"], ["m"]), N("Softplus", ["m"], ["y"])], (6,), None, 18),
     "clip_runtime_bounds": ([N("ReduceMean", ["x"], ["lo"], keepdims=0), N("Clip", ["x", "lo", "hi"], ["y"])],
                             (6,), {"hi": 0.8}),
+    "maxpool_ceil_mode": ([N("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)],
+                          (2, 6, 6), None),
     "max_min": ([N("Max", ["x", "h"], ["a"]), N("Min", ["a", "x"], ["y"])], (6,), {"h": 0.1}),
 }
 

@@ -141,3 +141,35 @@ def test_logit_score_on_a_softmax_model_is_the_logit_before_the_softmax():
     z = Zoo("softmax_head")
     e = discover()["gradient"].function(z.model, z.x, 1, score="logit")
     assert e.score == pytest.approx(float(z.score(z.x.astype(np.float64), 1, "logit")[0]), rel=1e-4)
+
+
+SMALL = {"occlusion": dict(mask_size=8, stride=8), "lime": dict(num_samples=40, num_features=4),
+         "rise": dict(num_masks=40), "prediction-difference": dict(window_size=8, stride=8, num_samples=2),
+         "integrated-gradients": dict(num_steps=4), "gradient": dict(num_samples=2),
+         "deep-dream": dict(num_iterations=2, pyramid_levels=1, channels=[0]), "activations": {},
+         "grad-cam": dict(score="logit"), "cam": dict(score="logit"), "guided-backprop": {}, "deconvnet": {},
+         "attention-rollout": {}}
+
+
+def _applies(method, name):
+    return (method != "cam" or name in CAM_MODELS) and (method != "attention-rollout" or name in ATTENTION)
+
+
+@pytest.mark.parametrize("name", [n if n == "vit" else pytest.param(n, marks=pytest.mark.slow) for n in NAMES])
+def test_every_method_runs_on_every_zoo_model(name, tmp_path):
+    z = Zoo(name)
+    examples = ZOO.parent.parent / "explainer" / "data" / "efficientnet_lite0" / "examples"
+    for method, info in discover().items():
+        options = dict(SMALL.get(method, {}))
+        if method == "prediction-difference":
+            options.update(data=str(examples), cache_dir=str(tmp_path))
+        if not _applies(method, name):
+            with pytest.raises(InputError):
+                info.function(z.model, z.x, 0, **options)
+            continue
+        if method == "deep-dream":
+            options["layer"] = z.model.default_feature_layer()
+            if z.model.feature_view(options["layer"]).layout == "tokens":
+                continue  # deep dream maximises channel means of 4-D maps
+        e = info.function(z.model, z.x if info.needs_image else None, 0, **options)
+        assert np.all(np.isfinite(e.map)) and e.map.size > 1, (method, name)

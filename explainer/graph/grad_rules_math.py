@@ -95,21 +95,48 @@ def max_min(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     return [ga, gc]
 
 
-def reduce_extreme(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
-    """ReduceMax / ReduceMin: the gradient shared by the elements equal to the result."""
+def _kept(b: Builder, node: onnx.NodeProto, gys: list) -> tuple[str, str, list[int]] | None:
+    """The gradient and the result of a Reduce* node with the reduced axes kept (size 1), and the axes.
+
+    None when the node reduces nothing (``noop_with_empty_axes`` and no axes).
+    """
     x, y, g = node.input[0], node.output[0], gys[0]
     rank = b.rank(x, node)
     axes = b.const_input(node, 1, "axes") if len(node.input) > 1 else attr(node, "axes")
     if axes is None or len(axes) == 0:
         if attr(node, "noop_with_empty_axes", 0):
-            return only_first(b, node, g)
+            return None
         axes = list(range(rank))
     axes = sorted(int(a) % rank for a in np.asarray(axes).reshape(-1))
     if not attr(node, "keepdims", 1):
         g, y = (b.node("Unsqueeze", [t, b.ints(axes)]) for t in (g, y))
+    return g, y, axes
+
+
+def reduce_extreme(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
+    """ReduceMax / ReduceMin: the gradient shared by the elements equal to the result."""
+    kept = _kept(b, node, gys)
+    if kept is None:
+        return only_first(b, node, gys[0])
+    g, y, axes = kept
+    x = node.input[0]
     hit = b.node("Cast", [b.node("Equal", [x, y])], to=b.dtype(x))
     count = b.node("ReduceSum", [hit, b.ints(axes)], keepdims=1)
     return only_first(b, node, b.node("Mul", [hit, b.node("Div", [g, count])]))
+
+
+def reduce_norm(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
+    """ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp: g times d y / d x (broadcast back)."""
+    kept = _kept(b, node, gys)
+    if kept is None:
+        return only_first(b, node, gys[0])
+    g, y, _ = kept
+    x = node.input[0]
+    slope = {"ReduceL1": lambda: b.node("Sign", [x]),
+             "ReduceL2": lambda: b.node("Div", [x, y]),
+             "ReduceSumSquare": lambda: b.node("Mul", [x, b.scalar(2.0, x)]),
+             "ReduceLogSumExp": lambda: b.node("Exp", [b.node("Sub", [x, y])])}[node.op_type]()
+    return only_first(b, node, b.node("Mul", [g, slope]))
 
 
 def layer_norm(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
@@ -173,5 +200,6 @@ def einsum(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
 RULES: dict[str, Rule] = {
     "Erf": erf, "Gelu": gelu, "Softplus": softplus, "Mish": mish, "Reciprocal": reciprocal, "Pow": pow_,
     "Where": where, "Max": max_min, "Min": max_min, "ReduceMax": reduce_extreme, "ReduceMin": reduce_extreme,
+    "ReduceL1": reduce_norm, "ReduceL2": reduce_norm, "ReduceSumSquare": reduce_norm, "ReduceLogSumExp": reduce_norm,
     "LayerNormalization": layer_norm, "Einsum": einsum,
 }
