@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from tiny import feature_map_model, linear_classifier
@@ -153,3 +153,67 @@ def image_corpus(folder: Path, seed: int = 0) -> list[Path]:
     os.symlink("/etc/passwd", folder / "passwd.png")
     cases.append(folder / "passwd.png")
     return cases
+
+
+PLACES = ("initializer", "constant", "constant_of_shape", "sparse_initializer", "subgraph", "function")
+
+
+def _external(t: TensorProto, fields: dict) -> bytes:
+    data = t.raw_data
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in {"location": "w.bin", "offset": "0", "length": str(len(data)), **fields}.items():
+        e = t.external_data.add()
+        e.key, e.value = k, str(v)
+    return data
+
+
+def hidden_weights_model(folder: Path, place: str, weights: np.ndarray, **fields) -> Path:
+    """GlobalAveragePool -> Flatten -> MatMul(W) with W (C, K) kept in the external file
+    ``folder/w.bin`` and held in ``place`` (one of PLACES; constant_of_shape fills W with
+    W[0, 0]): logits[n, k] = sum_c mean(input[n, c]) * W[c, k]. ``fields`` override the
+    reference's location / offset / length (hostile variants)."""
+    c, k = weights.shape
+    w = numpy_helper.from_array(weights.astype(np.float32), "W")
+    if place == "sparse_initializer":
+        w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1), "W")
+    if place == "constant_of_shape":
+        w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1)[:1], "value")
+    data = _external(w, fields)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "w.bin").write_bytes(data)
+    inits, sparse, nodes, functions = [], [], [], []
+    if place == "initializer":
+        inits.append(w)
+    elif place == "constant":
+        nodes.append(helper.make_node("Constant", [], ["W"], value=w))
+    elif place == "constant_of_shape":
+        inits.append(numpy_helper.from_array(np.array([c, k], np.int64), "Wshape"))
+        nodes.append(helper.make_node("ConstantOfShape", ["Wshape"], ["W"], value=w))
+    elif place == "sparse_initializer":
+        idx = numpy_helper.from_array(np.arange(c * k, dtype=np.int64), "W_idx")
+        sparse.append(helper.make_sparse_tensor(w, idx, [c, k]))
+    elif place == "subgraph":
+        def branch(n: str) -> onnx.GraphProto:
+            return helper.make_graph([helper.make_node("Constant", [], [n], value=w)], n, [],
+                                     [helper.make_tensor_value_info(n, TensorProto.FLOAT, [c, k])])
+        inits.append(numpy_helper.from_array(np.array(True), "cond"))
+        nodes.append(helper.make_node("If", ["cond"], ["W"], then_branch=branch("Wt"), else_branch=branch("We")))
+    elif place == "function":
+        functions.append(helper.make_function("local", "MakeW", [], ["out"],
+                                              [helper.make_node("Constant", [], ["out"], value=w)],
+                                              [helper.make_opsetid("", 17)]))
+        nodes.append(helper.make_node("MakeW", [], ["W"], domain="local"))
+    nodes += [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+              helper.make_node("MatMul", ["flat", "W"], ["logits"])]
+    graph = helper.make_graph(nodes, "hidden",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])], inits,
+                              sparse_initializer=sparse)
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("local", 1)] if functions else [])
+    model = helper.make_model(graph, opset_imports=opsets, functions=functions)
+    model.ir_version = 8
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
