@@ -15,6 +15,7 @@ from . import api
 from .audit import commands as audit_commands
 from .model import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
+from .console import console, shown
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem
 from .export_command import add_parser as add_export_gradients, cmd_export_gradients
@@ -152,9 +153,9 @@ def cmd_classify(args: argparse.Namespace) -> None:
         print(json.dumps(results, indent=2, allow_nan=False))
         return
     for path, top in results.items():
-        print(path)
+        print(shown(path))
         for r in top:
-            print(f"  {r['index']:5d}  {r['probability']:.4f}  {r['label']}")
+            print(f"  {r['index']:5d}  {r['probability']:.4f}  {shown(r['label'])}")
 
 
 def cmd_examples(args: argparse.Namespace) -> None:
@@ -200,10 +201,10 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         return
     for key in ("model", "sha256", "input", "output", "preprocessing", "preprocessing_source",
                 "default_feature_layer"):
-        print(f"{key}: {info[key]}")
+        print(f"{key}: {shown(info[key])}")
     print(f"layers ({len(all_layers)}{', through the deployed models below' if remote else ''}):")
     for lay in info["layers"]:
-        print(f"  {lay['name']:40s} {lay['op'] or '':20s} {lay['shape'] or ''}")
+        print(f"  {shown(lay['name']):40s} {shown(lay['op'] or ''):20s} {lay['shape'] or ''}")
     for c in deployed or []:
         print(f"deployed: {c['model']} ({c['kind']}{', relu ' + c['relu'] if 'relu' in c else ''})"
               f"{': ' + ', '.join(c['layers']) if c['layers'] else ''}")
@@ -231,9 +232,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
                               input_tensor=None if result.input is None else to_layout(result.input, layout))
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})
         if not args.json and not args.quiet:
-            print(f"{path}: {result.label} ({result.score:.3f}) -> " + ", ".join(str(f) for f in written))
+            print(f"{shown(path)}: {shown(result.label)} ({result.score:.3f}) -> "
+                  + ", ".join(shown(f) for f in written))
     if not args.json and not args.quiet and len(todo) < len(stems):
-        print(f"{len(stems) - len(todo)} image(s) already explained in {args.out}: skipped (--resume)")
+        print(f"{len(stems) - len(todo)} image(s) already explained in {shown(args.out)}: skipped (--resume)")
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False))
 
@@ -254,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
     """
+    with console():  # everything printed is redacted, control characters escaped
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -261,14 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             COMMANDS[args.command](args)
         return 0
     except ExplainerError as e:
-        print(f"explainer: error: {e}", file=sys.stderr)
+        print(f"explainer: error: {shown(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("explainer: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # never a traceback for the user
-        print(f"explainer: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-              file=sys.stderr)
+        print(f"explainer: internal error: {type(e).__name__}: {shown(e)}", file=sys.stderr)
         return 1
 
 

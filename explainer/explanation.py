@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import redact
 from .paths import package_version
 
 
@@ -160,10 +161,14 @@ def _umask() -> int:
 
 
 def atomic_write_all(files: dict[Path, bytes | np.ndarray]) -> list[Path]:
-    """Write every file to a temporary name, then rename them all into place."""
+    """Write every file to a temporary name, then rename them all into place.
+
+    A ``.json`` file's text is redacted first (:func:`explainer.errors.redact`)."""
     temps: list[tuple[str, Path]] = []
     try:
         for path, content in files.items():
+            if path.suffix == ".json" and isinstance(content, bytes):
+                content = redact(content.decode("utf-8")).encode("utf-8")
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:

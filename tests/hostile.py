@@ -158,7 +158,7 @@ def image_corpus(folder: Path, seed: int = 0) -> list[Path]:
 PLACES = ("initializer", "constant", "constant_of_shape", "sparse_initializer", "subgraph", "function")
 
 
-def _external(t: TensorProto, fields: dict) -> bytes:
+def _to_external(t: TensorProto, fields: dict) -> bytes:
     data = t.raw_data
     t.ClearField("raw_data")
     t.data_location = TensorProto.EXTERNAL
@@ -179,7 +179,7 @@ def hidden_weights_model(folder: Path, place: str, weights: np.ndarray, **fields
         w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1), "W")
     if place == "constant_of_shape":
         w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1)[:1], "value")
-    data = _external(w, fields)
+    data = _to_external(w, fields)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "w.bin").write_bytes(data)
     inits, sparse, nodes, functions = [], [], [], []

@@ -83,5 +83,6 @@ def probe_session(path: str, providers: list[str], input_name: str, shape: tuple
     import numpy as np
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)
     session = ort.InferenceSession(path, providers=providers)
     session.run([output_name], {input_name: np.zeros(shape, dtype=dtype)})

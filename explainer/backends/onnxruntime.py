@@ -127,6 +127,7 @@ class OnnxModel(ModelBase):
         check_onnxruntime()  # exactly one of onnxruntime / onnxruntime-gpu, else the fix
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(3)  # errors only: no warning lines for ordinary models
         self.path = Path(path)
         self.derived: dict[tuple, Any] = {}  # every session derived from the file, by what it computes
         self._options = dict(device=device, labels=None if labels is None else list(labels),
