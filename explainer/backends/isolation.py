@@ -9,10 +9,13 @@ process with onnxruntime already imported), so each costs milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import resource
 import signal
-from typing import Any, Callable
+import sys
+import types
+from typing import Any, Callable, Iterator
 
 from ..errors import InputError
 
@@ -55,7 +58,8 @@ def run_isolated(job: Callable[..., None], args: tuple, what: str, *,
         return
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, job, args, memory_bytes), daemon=True)
-    proc.start()
+    with _caller_main_hidden():
+        proc.start()
     child.close()
     try:
         ready = parent.poll(timeout_s)
@@ -75,6 +79,19 @@ def run_isolated(job: Callable[..., None], args: tuple, what: str, *,
         raise InputError(f"{what}: loading the model did not finish within {timeout_s:.0f} s")
     if message:
         raise InputError(message if message.startswith(what) else f"{what}: {message}")
+
+
+@contextlib.contextmanager
+def _caller_main_hidden() -> Iterator[None]:
+    """multiprocessing re-imports the caller's ``__main__`` in a child (a script with side effects
+    at import would run them again); the job is a module-level function and needs none of it."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def probe_session(path: str, providers: list[str], input_name: str, shape: tuple[int, ...],

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..imaging import Preprocessing, parse_preprocessing
 from ..xp import to_numpy
 from ..runtime_check import check_onnxruntime
@@ -17,7 +17,8 @@ from .isolation import probe_session, run_isolated
 from .onnx_device import cuda_device_id, is_device_array, predict_device
 from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked, read_onnx
 from . import onnx_derived
-from .base import OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, default_labels, to_layout
+from .base import (OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, check_batch, default_labels,
+                   to_layout)
 from .feed import feed_array, pad_rows
 
 _DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
@@ -264,6 +265,7 @@ class OnnxModel(ModelBase):
             if self.accepts_device_arrays:
                 return predict_device(self, batch)
             batch = to_numpy(batch)
+        check_batch(batch, self.spec)
         n = batch.shape[0]
         step = self.spec.fixed_batch_size or n or 1
         outs = [self._run(batch[s]) for s in batch_slices(n, step)]
@@ -272,7 +274,11 @@ class OnnxModel(ModelBase):
     def _run(self, part: np.ndarray) -> np.ndarray:
         n = part.shape[0]
         feed = feed_array(self, pad_rows(part, self.spec.fixed_batch_size))
-        out = self.session.run([self.spec.output_name], {self.spec.input_name: feed})[0]
+        out = np.asarray(self.session.run([self.spec.output_name], {self.spec.input_name: feed})[0])
+        if out.ndim < 1 or out.shape[0] != feed.shape[0] or out.size != feed.shape[0] * self.spec.num_classes:
+            raise ModelError(f"{self.path}: the model returned an output of shape {list(out.shape)} for a batch "
+                             f"of {feed.shape[0]} inputs (expected [{feed.shape[0]}, {self.spec.num_classes}]; "
+                             "does it ignore the batch size?)")
         return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[:n]
 
 

@@ -62,9 +62,9 @@ def load_input(model: Model, image: Any) -> ImageInput:
         tensor already preprocessed for the model (NCHW whatever the model's
         layout); or an ImageInput from an earlier call (returned as it is).
     """
+    spec = require_model(model).spec
     if isinstance(image, ImageInput):
         return image
-    spec = model.spec
     source = str(image) if isinstance(image, (str, Path)) else ""
     if isinstance(image, (str, Path)) and Path(image).suffix.lower() != ".npy":
         pixels = read_image(image)
@@ -83,9 +83,19 @@ def load_input(model: Model, image: Any) -> ImageInput:
             raise InputError(f"image must be (H, W, 3) uint8 pixels or a (1, C, H, W) tensor, "
                              f"got {arr.dtype} {list(arr.shape)}")
         pixels = arr
+    if 0 in pixels.shape[:2]:
+        raise InputError(f"image has no pixels (shape {list(pixels.shape)})")
     x = preprocess(pixels, spec.preprocessing)
     return ImageInput(x, fit_pixels(pixels, spec.preprocessing), source,
                       crop_box(pixels.shape, spec.preprocessing))
+
+
+def require_model(model: Any) -> Model:
+    """``model`` when it is a loaded model (``explainer.load_model``); InputError otherwise."""
+    spec = getattr(model, "spec", None)
+    if not callable(getattr(model, "predict", None)) or not hasattr(spec, "preprocessing"):
+        raise InputError(f"model must be a loaded model (explainer.load_model(...)), got {type(model).__name__}")
+    return model
 
 
 def read_npy(path: str | Path) -> np.ndarray:

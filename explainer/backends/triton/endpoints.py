@@ -68,9 +68,11 @@ def _parse_one(url: str) -> Endpoint:
     if parts.query or parts.fragment:
         raise InputError(f"{url}: a Triton URL takes no query or fragment")
     try:
-        port = parts.port or SCHEMES[parts.scheme]
+        port = SCHEMES[parts.scheme] if parts.port is None else parts.port
     except ValueError:
-        raise InputError(f"{url}: the port is not a number between 0 and 65535") from None
+        port = 0
+    if not 0 < port < 65536:
+        raise InputError(f"{url}: the port must be a number between 1 and 65535")
     name, _, version = parts.path.strip("/").partition("@")
     if not parts.hostname or not name or "/" in name:
         raise InputError(f"{url}: expected {parts.scheme}://HOST:PORT/MODEL[@VERSION]")
@@ -87,6 +89,14 @@ class Tls:
     client_cert: str | None = None
     client_key: str | None = None
     insecure: bool = False
+
+    def __post_init__(self) -> None:
+        from pathlib import Path
+
+        for name in ("ca_cert", "client_cert", "client_key"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                raise InputError(f"--tls-{name.replace('_', '-')} {value}: no such file")
 
 
 def headers_dict(headers: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
