@@ -18,6 +18,7 @@ from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .console import console, shown
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem
+from .output_set import check_out_dir, explain_settings, is_complete, output_bytes, signals_as_interrupt
 from .export_command import add_parser as add_export_gradients, cmd_export_gradients
 from .graph.inspect import default_feature_layer, layers
 from .cli_methods import FLAGS, METHODS, add_method_options, chosen_method
@@ -88,12 +89,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--method", required=True, choices=sorted(METHODS),
                    help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
     e.add_argument("--target", help="class index or label (default: the top-1 class)")
-    e.add_argument("--out", required=True, type=Path, help="output folder")
+    e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--save-input", action="store_true", help="also write <stem>.input.npy")
     e.add_argument("--json", action="store_true", help="print a JSON summary")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--resume", action="store_true",
-                   help="skip images whose <stem>.<method>.json is already in --out")
+                   help="skip images whose outputs in --out are complete, intact and made with these settings")
     _model_options(e)
     add_method_options(e, chosen_method(argv) if argv is not None else None)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
@@ -219,8 +220,11 @@ def cmd_explain(args: argparse.Namespace) -> None:
     stems = [safe_stem(Path(p).stem) for p in args.images] if info.needs_image else [info.name]
     if len(set(stems)) != len(stems):
         raise InputError("two images share a file name; their outputs would overwrite each other")
+    out = check_out_dir(args.out, len(stems) * output_bytes(model.spec))  # before any computing
+    settings = {s: explain_settings(model, info.name, options, args.target, p if info.needs_image else None,
+                                    args.save_input) for p, s in zip(args.images or [info.name], stems)}
     todo = [(p, s) for p, s in zip(args.images or [info.name], stems)
-            if not (args.resume and (args.out / f"{s}.{info.name}.json").is_file())]
+            if not (args.resume and is_complete(out / f"{s}.{info.name}.json", settings[s]))]
     inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     progress = not args.quiet and sys.stderr.isatty()
     run = serving_commands.explainer_for(model, info, options, args.server_side)
@@ -228,8 +232,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
     for path, stem, image in tqdm(inputs, desc="images", unit="image", disable=not progress or len(inputs) < 2):
         result = run(image, args.target, progress=progress)
         layout = model.spec.preprocessing.layout
-        written = result.save(args.out, stem, save_input=args.save_input and result.input is not None,
-                              input_tensor=None if result.input is None else to_layout(result.input, layout))
+        written = result.save(out, stem, save_input=args.save_input and result.input is not None,
+                              input_tensor=None if result.input is None else to_layout(result.input, layout),
+                              settings=settings[stem])
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})
         if not args.json and not args.quiet:
             print(f"{shown(path)}: {shown(result.label)} ({result.score:.3f}) -> "
@@ -256,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
     """
-    with console():  # everything printed is redacted, control characters escaped
+    with console(), signals_as_interrupt():  # printed text redacted; SIGTERM/SIGHUP end it like Ctrl-C
         return _main(argv)
 
 
@@ -270,9 +275,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except ExplainerError as e:
         print(f"explainer: error: {shown(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("explainer: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", 2)
+        print("explainer: interrupted" + (f" ({e})" if signum != 2 else ""), file=sys.stderr)
+        return 128 + signum
     except Exception as e:  # never a traceback for the user
         print(f"explainer: internal error: {type(e).__name__}: {shown(e)}", file=sys.stderr)
         return 1

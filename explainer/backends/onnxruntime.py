@@ -286,6 +286,8 @@ def _labels(meta: dict[str, str], path: Path) -> list[str] | None:
     if "explainer.labels" in meta:
         return meta["explainer.labels"].split("\n")
     txt = path.with_name("labels.txt")
+    if txt.is_file() and (txt.is_symlink() or not txt.resolve().is_relative_to(path.resolve().parent)):
+        raise InputError(f"{txt}: a labels.txt that is a symlink or lies outside the model's folder is not read")
     if txt.is_file():
         return [line.strip() for line in txt.read_text(encoding="utf-8", errors="replace").splitlines()
                 if line.strip()]
