@@ -19,6 +19,7 @@ FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 LAYOUTS = ("NCHW", "NHWC")
 RESIZES = ("stretch", "crop")
 MIN_CROP_FRACTION = 0.05  # the crop resize upscales by 1 / crop_fraction
+MAX_INTERMEDIATE_PIXELS = 1 << 24  # the crop resize never allocates a larger whole image (48 MB RGB)
 MAX_FACTOR = 1e6  # |scale|, |mean|, |std| beyond this are not preprocessing but an attack on float32
 
 
@@ -198,11 +199,28 @@ def fit_pixels(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
         return resize_pixels(pixels, spec.size)
     h, w = spec.size
     h0, w0 = pixels.shape[:2]
+    nh, nw, top, left = crop_geometry(pixels.shape, spec)
+    if nh * nw <= MAX_INTERMEDIATE_PIXELS:
+        big = resize_pixels(pixels, (nh, nw))
+        return big[top:top + h, left:left + w]
+    # over the cap (a thin or tiny image upscaled): resample only the kept region, same sampling grid
+    sy, sx = h0 / nh, w0 / nw
+    box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+    return np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC, box=box))
+
+
+def crop_geometry(shape: Sequence[int], spec: Preprocessing) -> tuple[int, int, int, int]:
+    """The crop resize's geometry: (nh, nw) the whole image resized so its shorter side is
+    ``max(size) / crop_fraction``, and (top, left) of the kept ``size`` window in it. The one
+    place both :func:`fit_pixels` and :func:`crop_box` (and any mapping back onto the original
+    image) take it from; the resized whole is never allocated over MAX_INTERMEDIATE_PIXELS."""
+    h, w = spec.size
+    h0, w0 = int(shape[0]), int(shape[1])
+    if h0 < 1 or w0 < 1:
+        raise InputError(f"image has no pixels (shape {list(shape)})")
     ratio = max(h, w) / spec.crop_fraction / min(h0, w0)
     nh, nw = max(h, round(h0 * ratio)), max(w, round(w0 * ratio))
-    big = resize_pixels(pixels, (nh, nw))
-    top, left = (nh - h) // 2, (nw - w) // 2
-    return big[top:top + h, left:left + w]
+    return nh, nw, (nh - h) // 2, (nw - w) // 2
 
 
 def check_pixels(pixels: Any) -> np.ndarray:
@@ -231,9 +249,7 @@ def crop_box(shape: Sequence[int], spec: Preprocessing) -> tuple[float, float, f
     if spec.resize == "stretch":
         return (0.0, 0.0, float(w0), float(h0))
     h, w = spec.size
-    ratio = max(h, w) / spec.crop_fraction / min(h0, w0)
-    nh, nw = max(h, round(h0 * ratio)), max(w, round(w0 * ratio))
-    top, left = (nh - h) // 2, (nw - w) // 2
+    nh, nw, top, left = crop_geometry(shape, spec)
     sy, sx = nh / h0, nw / w0
     return (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
 

@@ -217,3 +217,32 @@ def hidden_weights_model(folder: Path, place: str, weights: np.ndarray, **fields
     path = folder / "m.onnx"
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def looping_model(path: Path, threshold: float = 0.0) -> Path:
+    """A (N, 3, 8, 8) -> (N, 2) model whose Loop runs 10**15 trips when |sum of the first
+    input| > ``threshold`` (0: on any non-zero input, so a zero probe passes; -1: always)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", 2])])
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "W"], ["z"]),
+             helper.make_node("ReduceSum", ["flat", "ax"], ["s"], keepdims=0), helper.make_node("Abs", ["s"], ["a"]),
+             helper.make_node("Greater", ["a", "zero"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["nzi"], to=TensorProto.INT64), helper.make_node("Mul", ["nzi", "big"], ["m0"]),
+             helper.make_node("Gather", ["m0", "idx0"], ["trips"], axis=0),
+             helper.make_node("Loop", ["trips", "true", "z"], ["logits"], body=body)]
+    inits = [helper.make_tensor("W", TensorProto.FLOAT, [192, 2], np.ones(384, np.float32).tolist()),
+             helper.make_tensor("zero", TensorProto.FLOAT, [], [float(threshold)]),
+             helper.make_tensor("big", TensorProto.INT64, [], [10 ** 15]),
+             helper.make_tensor("true", TensorProto.BOOL, [], [True]),
+             helper.make_tensor("idx0", TensorProto.INT64, [], [0]), helper.make_tensor("ax", TensorProto.INT64, [1], [1])]
+    g = helper.make_graph(nodes, "loop", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
