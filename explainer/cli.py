@@ -275,6 +275,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except ExplainerError as e:
         print(f"explainer: error: {shown(e)}", file=sys.stderr)
         return e.exit_code
+    except MemoryError:  # the estimates (validation.check_memory) missed: still one line, not a traceback
+        print("explainer: error: out of memory; use smaller options or a larger machine", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", 2)
         print("explainer: interrupted" + (f" ({e})" if signum != 2 else ""), file=sys.stderr)

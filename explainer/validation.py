@@ -68,3 +68,37 @@ def numbers(name: str, values: Any, **limits: Any) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         values = (values,)
     return tuple(number(name, v, **limits) for v in values)
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: the smaller of the memory the system has
+    available (/proc/meminfo MemAvailable, else free pages) and the address-space limit."""
+    import os
+    import resource
+
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 1 << 62
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        avail = min(avail, soft)
+    return int(avail)
+
+
+def check_memory(what: str, nbytes: float, *, fraction: float = 0.8) -> None:
+    """Refuse, before allocating, a step estimated to need more than ``fraction`` of
+    :func:`available_memory`; the message gives both numbers."""
+    avail = available_memory()
+    if nbytes > fraction * avail:
+        raise InputError(f"{what} needs about {nbytes / 2**30:.1f} GiB of memory, more than the "
+                         f"{fraction * avail / 2**30:.1f} GiB available; use a smaller value")

@@ -89,3 +89,35 @@ def test_a_hard_ulimit_v_is_kept_and_the_model_runs(tmp_path, limit_gib):
                           env=env, capture_output=True, text=True, timeout=120,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("method, option, value", [
+    ("lime", "--num-samples", 10 ** 12), ("lime", "--num-samples", 2 ** 62), ("rise", "--num-masks", 10 ** 12),
+    ("rise", "--num-masks", 10 ** 15), ("integrated-gradients", "--num-steps", 10 ** 13),
+    ("integrated-gradients", "--num-steps", 2 ** 61)])
+def test_huge_counts_are_refused_with_the_number(capsys, tmp_path, method, option, value):
+    model = linear_classifier(tmp_path / "m.onnx", np.ones((2, 3, 8, 8), np.float32))
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
+    t0 = time.perf_counter()
+    code = main(["explain", str(tmp_path / "x.npy"), "--model", str(model), "--method", method, option, str(value),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "GiB of memory" in err[0], err
+    assert time.perf_counter() - t0 < 10 and not (tmp_path / "o").exists()
+
+
+def _npy_claiming(path, descr, shape, data=b"\0" * 64):
+    header = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (-(len(header) + 11) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data)
+    return path
+
+
+@pytest.mark.parametrize("descr, shape", [("<f4", (30000, 1000, 1000)), ("<f4", (1, 3, 10 ** 6, 10 ** 6)),
+                                          ("|u1", (2 ** 40, 1, 3)), ("<f8", (1, 3, 8, 8)), ("|u1", (9, 9, 3))])
+def test_npy_headers_that_claim_more_than_the_file_holds_are_refused(capsys, tmp_path, descr, shape):
+    model = linear_classifier(tmp_path / "m.onnx", np.ones((2, 3, 8, 8), np.float32))
+    path = _npy_claiming(tmp_path / "claim.npy", descr, shape)
+    code = main(["classify", str(path), "--model", str(model)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "header claims" in err[0], err

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..model import Model, scores
 from ..errors import InputError
+from ..validation import check_memory
 from ..explanation import Explanation
 from ..imaging import preprocess
 from ..perturbation.engine import timed_predict
@@ -87,6 +88,7 @@ def integrated_gradients(model: Model, image: Any, target: int | str | None = No
     """
     require_gradients(model, "integrated-gradients")
     num_steps = check_positive_int("num_steps", num_steps)
+    check_memory(f"integrated-gradients with num_steps={num_steps}", num_steps * 64.0)
     alphas, weights = path_points(num_steps, integration)
     prep = prepare(model, image, target, score)
     b = baseline_tensor(model, prep.x, baseline)
