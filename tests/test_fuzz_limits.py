@@ -121,3 +121,55 @@ def test_npy_headers_that_claim_more_than_the_file_holds_are_refused(capsys, tmp
     code = main(["classify", str(path), "--model", str(model)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "header claims" in err[0], err
+
+
+class _Dribbler:
+    """A real TCP server that answers every HTTP request with headers, then one byte every ``gap`` s
+    (or, with ``gap=None``, nothing at all after the headers)."""
+
+    def __init__(self, gap):
+        import socket
+        import threading
+
+        self.gap, self.sock = gap, socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(50)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            while True:
+                time.sleep(self.gap or 3600)
+                conn.sendall(b" ")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("gap, timeout", [(0.5, 1.5), pytest.param(2.0, 1.0, marks=pytest.mark.slow),
+                                          (None, 1.0), pytest.param(0.2, 2.5, marks=pytest.mark.slow)])
+def test_a_dribbling_server_cannot_outlast_the_request_timeout(capsys, tmp_path, gap, timeout):
+    server = _Dribbler(gap)
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
+    t0 = time.perf_counter()
+    code = main(["classify", str(tmp_path / "x.npy"), "--model", f"http://127.0.0.1:{server.port}/m",
+                 "--timeout", str(timeout), "--retry-seconds", "1"])
+    elapsed = time.perf_counter() - t0
+    server.sock.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (2, 3) and len(err) == 1 and ("timeout" in err[0] or "timed out" in err[0]), err
+    assert elapsed < 3 * timeout + 3, elapsed

@@ -15,7 +15,7 @@ from ..onnxruntime import _preprocessing
 from .capabilities import TritonCapabilities
 from .client import infer, model_config
 from .endpoints import Tls, headers_dict, parse_endpoints
-from .transport import Replica, ReplicaPool, TritonError, classify, request_step
+from .transport import Replica, ReplicaPool, TritonError, classify, request_deadline, request_step
 from ...validation import number
 
 MAX_SECONDS = 7 * 24 * 3600.0
@@ -121,10 +121,13 @@ class TritonModel(TritonCapabilities):
         e, deadline = rep.endpoint, time.monotonic() + min(wait, self.timeout)
         while True:
             try:
-                client = rep.client()
-                live = client.is_server_live(headers=dict(self._headers))
-                ready = live and client.is_model_ready(e.model, e.version, headers=dict(self._headers))
+                with request_deadline(rep):
+                    client = rep.client()
+                    live = client.is_server_live(headers=dict(self._headers))
+                    ready = live and client.is_model_ready(e.model, e.version, headers=dict(self._headers))
             except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
                 kind, reason = classify(exc)
                 if kind == "fatal":
                     raise TritonError(f"{e}: {reason}") from None
@@ -255,8 +258,11 @@ def _get_config(rep: Replica, headers: dict[str, str]) -> dict:
 def _model_known(rep: Replica, headers: dict[str, str]) -> bool:
     e = rep.endpoint
     try:
-        rep.client().get_model_metadata(e.model, e.version, headers=dict(headers))
+        with request_deadline(rep):
+            rep.client().get_model_metadata(e.model, e.version, headers=dict(headers))
         return True
     except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         kind, reason = classify(exc)
         return kind != "fatal" or "unknown model" not in reason.lower() and "not found" not in reason.lower()
