@@ -261,13 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
     """
-    with console(), signals_as_interrupt():  # printed text redacted; SIGTERM/SIGHUP end it like Ctrl-C
+    with console():  # everything printed is redacted, control characters escaped
         return _main(argv)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), signals_as_interrupt():  # SIGTERM/SIGHUP end it like Ctrl-C
             warnings.simplefilter("ignore")
             args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
             COMMANDS[args.command](args)
@@ -279,6 +279,9 @@ def _main(argv: Sequence[str] | None) -> int:
         print("explainer: error: out of memory; use smaller options or a larger machine", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
+        if hasattr(e, "exit_code"):  # the run's deadline ($EXPLAINER_RUN_TIMEOUT)
+            print(f"explainer: error: {e}", file=sys.stderr)
+            return e.exit_code
         signum = getattr(e, "signum", 2)
         print("explainer: interrupted" + (f" ({e})" if signum != 2 else ""), file=sys.stderr)
         return 128 + signum

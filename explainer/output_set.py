@@ -44,6 +44,16 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+class RunDeadline(KeyboardInterrupt):
+    """The whole run passed ``$EXPLAINER_RUN_TIMEOUT`` seconds (raised like Ctrl-C, so no
+    partial set is written); the command line reports it with exit status 3."""
+
+    exit_code = 3
+
+
+RUN_TIMEOUT_ENV = "EXPLAINER_RUN_TIMEOUT"
+
+
 def settings_hash(settings: Mapping[str, Any]) -> str:
     """sha256 of the settings (JSON, keys sorted; other values by their ``str``)."""
     text = json.dumps(dict(settings), sort_keys=True, default=str, allow_nan=True)
@@ -219,11 +229,34 @@ def signals_as_interrupt() -> Iterator[None]:
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             old[name] = signal.signal(getattr(signal, name), handler)
+    limit = _run_timeout()
+    if limit and hasattr(signal, "setitimer"):
+        def expired(signum: int, frame: Any) -> None:
+            raise RunDeadline(f"the run did not finish within {limit:g} s (${RUN_TIMEOUT_ENV})")
+
+        old["SIGALRM"] = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         yield
     finally:
+        if "SIGALRM" in old:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for name, h in old.items():
             signal.signal(getattr(signal, name), h)
+
+
+def _run_timeout() -> float | None:
+    """$EXPLAINER_RUN_TIMEOUT in seconds (None when unset): a deadline for the whole run."""
+    from .validation import number
+
+    text = os.environ.get(RUN_TIMEOUT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    return number(f"${RUN_TIMEOUT_ENV}", value, low=0.0, open_low=True, high=365 * 24 * 3600.0)
 
 
 def explain_settings(model: Any, method: str, options: Mapping[str, Any], target: Any, source: Any,

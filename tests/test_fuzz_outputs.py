@@ -238,3 +238,24 @@ def test_labels_symlink_is_not_followed(tmp_path, kind):
         return
     with pytest.raises(InputError, match="labels.txt"):
         explainer.load_model(model)
+
+
+@pytest.mark.parametrize("limit", ["1.5", "3"])
+def test_the_run_deadline_ends_a_long_run_without_a_partial_set(capsys, monkeypatch, run, tmp_path, limit):
+    d, model, images = run
+    monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", limit)
+    t0 = time.perf_counter()
+    code = main(["explain", *map(str, images), "--model", str(model), "--method", "lime", "--num-samples", "2000000",
+                 "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and err == [f"explainer: error: the run did not finish within {float(limit):g} s "
+                                 "($EXPLAINER_RUN_TIMEOUT)"], err
+    assert time.perf_counter() - t0 < float(limit) + 8
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_a_bad_run_deadline_is_exit_2(capsys, monkeypatch, run, value):
+    monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", value)
+    assert main(["classify", str(run[2][0]), "--model", str(run[1])]) == 2
+    assert "EXPLAINER_RUN_TIMEOUT" in capsys.readouterr().err
