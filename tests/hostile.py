@@ -84,6 +84,27 @@ def onnx_corpus(folder: Path, canary: Path, seed: int = 0) -> list[Path]:
         cases[-1].write_bytes(content)
     (folder / "dir.onnx").mkdir()
     cases.append(folder / "dir.onnx")
+    return cases + hidden_corpus(folder / "hidden", canary)
+
+
+def hidden_corpus(folder: Path, canary: Path) -> list[Path]:
+    """Unsafe external data in every place a tensor can hide (issue 14): traversal and a symlink
+    to the canary, a hard link out of the folder, malformed offset / length / location."""
+    cases = []
+    outside = folder.parent / "outside.bin"
+    outside.write_bytes(b"\0" * 64)
+    weights = np.arange(6, dtype=np.float32).reshape(3, 2)
+    for place in PLACES:
+        for attack in ("traversal", "symlink", "hardlink", "offset", "nul", "length"):
+            sub = folder / f"{place}-{attack}"
+            fields = {"traversal": {"location": os.path.relpath(canary, sub)}, "symlink": {"location": "link.bin"},
+                      "hardlink": {"location": "hard.bin"}, "offset": {"offset": "1e3"},
+                      "nul": {"location": "w.bin\0"}, "length": {"length": "-24"}}[attack]
+            cases.append(hidden_weights_model(sub, place, weights, **fields))
+            if attack == "symlink":
+                os.symlink(canary, sub / "link.bin")
+            elif attack == "hardlink":
+                os.link(outside, sub / "hard.bin")
     return cases
 
 
@@ -118,6 +139,8 @@ def image_corpus(folder: Path, seed: int = 0) -> list[Path]:
     frames[0].save(cases[-1], save_all=True, append_images=frames[1:])
     save("tiny.png", Image.fromarray(np.zeros((1, 1, 3), np.uint8)))
     save("thin.png", Image.fromarray(np.zeros((1, 3000, 3), np.uint8)))
+    save("thin_tall.png", Image.fromarray(np.zeros((20000, 1, 3), np.uint8)))
+    save("dark16.png", Image.fromarray(np.full((9, 9), 40, np.uint16)))
     png = (folder / "ok.png").read_bytes()
     jpg = (folder / "ok.jpg").read_bytes()
     for i, cut in enumerate([8, 16, 33, 60, len(png) // 2, len(png) - 12]):
