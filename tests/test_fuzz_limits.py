@@ -25,8 +25,9 @@ def short_limit(monkeypatch):
     monkeypatch.setenv("EXPLAINER_MODEL_TIMEOUT", "2")
 
 
-@pytest.mark.parametrize("threshold", [0.0, -1.0], ids=["nonzero", "always"])
-@pytest.mark.parametrize("isolate", [True, False])
+@pytest.mark.parametrize("threshold, isolate", [
+    (0.0, True), (-1.0, False), pytest.param(-1.0, True, marks=pytest.mark.slow),
+    pytest.param(0.0, False, marks=pytest.mark.slow)])
 def test_looping_models_are_refused_with_the_true_reason(short_limit, tmp_path, threshold, isolate):
     path = looping_model(tmp_path / "loop.onnx", threshold)
     t0 = time.perf_counter()
@@ -76,7 +77,7 @@ def test_the_capped_crop_samples_what_the_full_resize_would(monkeypatch, shape):
     assert np.abs(full - capped).mean() < 1.0 and np.abs(full - capped).max() <= 8
 
 
-@pytest.mark.parametrize("limit_gib", [3, 6])
+@pytest.mark.parametrize("limit_gib", [3, pytest.param(6, marks=pytest.mark.slow)])
 def test_a_hard_ulimit_v_is_kept_and_the_model_runs(tmp_path, limit_gib):
     model = linear_classifier(tmp_path / "m.onnx", np.ones((2, 3, 8, 8), np.float32))
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))

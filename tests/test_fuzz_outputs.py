@@ -90,9 +90,11 @@ def _explain(capsys, run, out, *extra):
 
 
 DAMAGE = ["truncate_npy", "empty_json", "garbage_json", "delete_png", "flip_npy", "old_format_json"]
+FAST_DAMAGE = {"truncate_npy", "garbage_json", "delete_png"}
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("damage", [pytest.param(d, marks=() if d in FAST_DAMAGE else pytest.mark.slow)
+                                    for d in DAMAGE])
 def test_resume_recomputes_exactly_the_damaged_sets(capsys, run, tmp_path, damage):
     out = tmp_path / "out"
     assert _explain(capsys, run, out) == ["im0", "im1", "im2"]
@@ -116,7 +118,9 @@ def test_resume_recomputes_exactly_the_damaged_sets(capsys, run, tmp_path, damag
     assert (out / "im1.occlusion.npy").read_bytes() == reference
 
 
-@pytest.mark.parametrize("change", [["--mask-size", "2"], ["--target", "2"], ["--stride", "2"], ["--save-input"]])
+@pytest.mark.parametrize("change", [["--mask-size", "2"], ["--target", "2"],
+                                    pytest.param(["--stride", "2"], marks=pytest.mark.slow),
+                                    pytest.param(["--save-input"], marks=pytest.mark.slow)])
 def test_resume_recomputes_when_settings_change(capsys, run, tmp_path, change):
     out = tmp_path / "out"
     _explain(capsys, run, out)
@@ -240,7 +244,7 @@ def test_labels_symlink_is_not_followed(tmp_path, kind):
         explainer.load_model(model)
 
 
-@pytest.mark.parametrize("limit", ["1.5", "3"])
+@pytest.mark.parametrize("limit", ["1.5", pytest.param("3", marks=pytest.mark.slow)])
 def test_the_run_deadline_ends_a_long_run_without_a_partial_set(capsys, monkeypatch, run, tmp_path, limit):
     d, model, images = run
     monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", limit)
