@@ -15,8 +15,10 @@ from tqdm import tqdm
 from . import api
 from .audit import commands as audit_commands
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
+from .console import console, shown
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem
+from .output_set import check_out_dir, explain_settings, is_complete, output_bytes, signals_as_interrupt
 from .export_command import add_parser as add_export_gradients, cmd_export_gradients
 from .graph.feature_default import default_feature
 from .graph.gradients import uncovered_operators
@@ -89,12 +91,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--method", required=True, choices=sorted(METHODS),
                    help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
     e.add_argument("--target", help="class index or label (default: the top-1 class)")
-    e.add_argument("--out", required=True, type=Path, help="output folder")
+    e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--save-input", action="store_true", help="also write <stem>.input.npy")
     e.add_argument("--json", action="store_true", help="print a JSON summary")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--resume", action="store_true",
-                   help="skip images whose <stem>.<method>.json is already in --out")
+                   help="skip images whose outputs in --out are complete, intact and made with these settings")
     _model_options(e)
     add_method_options(e, chosen_method(argv) if argv is not None else None)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
@@ -154,9 +156,9 @@ def cmd_classify(args: argparse.Namespace) -> None:
         print(json.dumps(results, indent=2, allow_nan=False))
         return
     for path, top in results.items():
-        print(path)
+        print(shown(path))
         for r in top:
-            print(f"  {r['index']:5d}  {r['probability']:.4f}  {r['label']}")
+            print(f"  {r['index']:5d}  {r['probability']:.4f}  {shown(r['label'])}")
 
 
 def cmd_examples(args: argparse.Namespace) -> None:
@@ -203,7 +205,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         return
     for key in ("model", "sha256", "input", "output", "preprocessing", "preprocessing_source",
                 "default_feature_layer"):
-        print(f"{key}: {info[key]}")
+        print(f"{key}: {shown(info[key])}")
     if not remote:
         print(f"feature_view: {info['feature_view']}")
         missing = info["uncovered_operators"]
@@ -211,7 +213,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
                                       else "all operators on the input-to-output path are covered"))
     print(f"layers ({len(all_layers)}{', through the deployed models below' if remote else ''}):")
     for lay in info["layers"]:
-        print(f"  {lay['name']:40s} {lay['op'] or '':20s} {lay['shape'] or ''}")
+        print(f"  {shown(lay['name']):40s} {shown(lay['op'] or ''):20s} {lay['shape'] or ''}")
     for c in deployed or []:
         print(f"deployed: {c['model']} ({c['kind']}{', relu ' + c['relu'] if 'relu' in c else ''})"
               f"{': ' + ', '.join(c['layers']) if c['layers'] else ''}")
@@ -226,8 +228,11 @@ def cmd_explain(args: argparse.Namespace) -> None:
     stems = [safe_stem(Path(p).stem) for p in args.images] if info.needs_image else [info.name]
     if len(set(stems)) != len(stems):
         raise InputError("two images share a file name; their outputs would overwrite each other")
+    out = check_out_dir(args.out, len(stems) * output_bytes(model.spec))  # before any computing
+    settings = {s: explain_settings(model, info.name, options, args.target, p if info.needs_image else None,
+                                    args.save_input) for p, s in zip(args.images or [info.name], stems)}
     todo = [(p, s) for p, s in zip(args.images or [info.name], stems)
-            if not (args.resume and (args.out / f"{s}.{info.name}.json").is_file())]
+            if not (args.resume and is_complete(out / f"{s}.{info.name}.json", settings[s]))]
     inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     progress = not args.quiet and sys.stderr.isatty()
     run = serving_commands.explainer_for(model, info, options, args.server_side)
@@ -236,12 +241,14 @@ def cmd_explain(args: argparse.Namespace) -> None:
         result = run(image, args.target, progress=progress)
         # --save-input writes the (1, C, H, W) NCHW tensor whatever the model's layout: the layout of the
         # attributions, and of the .npy inputs `explain` reads back
-        written = result.save(args.out, stem, save_input=args.save_input and result.input is not None)
+        written = result.save(out, stem, save_input=args.save_input and result.input is not None,
+                              settings=settings[stem])
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})
         if not args.json and not args.quiet:
-            print(f"{path}: {result.label} ({result.score:.3f}) -> " + ", ".join(str(f) for f in written))
+            print(f"{shown(path)}: {shown(result.label)} ({result.score:.3f}) -> "
+                  + ", ".join(shown(f) for f in written))
     if not args.json and not args.quiet and len(todo) < len(stems):
-        print(f"{len(stems) - len(todo)} image(s) already explained in {args.out}: skipped (--resume)")
+        print(f"{len(stems) - len(todo)} image(s) already explained in {shown(args.out)}: skipped (--resume)")
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False))
 
@@ -271,8 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
     """
+    with console():  # everything printed is redacted, control characters escaped
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), signals_as_interrupt():  # SIGTERM/SIGHUP end it like Ctrl-C
             warnings.simplefilter("ignore")
             args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
             COMMANDS[args.command](args)
@@ -282,14 +294,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 0
     except ExplainerError as e:
-        print(f"explainer: error: {e}", file=sys.stderr)
+        print(f"explainer: error: {shown(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("explainer: interrupted", file=sys.stderr)
-        return 130
+    except MemoryError:  # the estimates (validation.check_memory) missed: still one line, not a traceback
+        print("explainer: error: out of memory; use smaller options or a larger machine", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        if hasattr(e, "exit_code"):  # the run's deadline ($EXPLAINER_RUN_TIMEOUT)
+            print(f"explainer: error: {e}", file=sys.stderr)
+            return e.exit_code
+        signum = getattr(e, "signum", 2)
+        print("explainer: interrupted" + (f" ({e})" if signum != 2 else ""), file=sys.stderr)
+        return 128 + signum
     except Exception as e:  # never a traceback for the user
-        print(f"explainer: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-              file=sys.stderr)
+        print(f"explainer: internal error: {type(e).__name__}: {shown(e)}", file=sys.stderr)
         return 1
 
 

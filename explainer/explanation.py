@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .output_set import write_output_set
 from .paths import package_version
 
 
@@ -100,12 +98,13 @@ class Explanation:
         return d
 
     def save(self, out_dir: str | Path, stem: str, *, save_input: bool = False,
-             input_tensor: np.ndarray | None = None) -> list[Path]:
+             input_tensor: np.ndarray | None = None, settings: dict[str, Any] | None = None) -> list[Path]:
         """Write ``<stem>.<method>.npy``, ``.png`` and ``.json`` into ``out_dir``.
 
-        All files are first written to temporary names in ``out_dir`` and renamed
-        at the end, so an error leaves no partial output. ``stem`` is reduced to a
-        safe file name. With ``save_input``, ``<stem>.input.npy`` holds
+        The set appears all or nothing (:func:`explainer.output_set.write_output_set`): the
+        ``.json`` is renamed into place last and records the sha256 of ``settings`` and the
+        size and sha256 of every other file, which ``--resume`` verifies. ``stem`` is
+        reduced to a safe file name. With ``save_input``, ``<stem>.input.npy`` holds
         ``input_tensor`` (default ``self.input``).
         """
         from .visualization import overlay_png
@@ -116,8 +115,6 @@ class Explanation:
         files: dict[Path, bytes | np.ndarray] = {
             out / f"{stem}.{self.method}.npy": self.map.astype(np.float32),
             out / f"{stem}.{self.method}.png": overlay_png(self),
-            out / f"{stem}.{self.method}.json": json.dumps(
-                self.to_dict(), indent=2, allow_nan=False, default=_jsonable).encode(),
         }
         for key, value in self.arrays.items():
             files[out / f"{stem}.{self.method}.{safe_stem(key)}.npy"] = np.asarray(value)
@@ -126,7 +123,7 @@ class Explanation:
         if save_input:
             files[out / f"{stem}.input.npy"] = np.asarray(
                 self.input if input_tensor is None else input_tensor, dtype=np.float32)
-        return atomic_write_all(files)
+        return write_output_set(files, out / f"{stem}.{self.method}.json", self.to_dict(), settings)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -140,44 +137,13 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (np.ndarray, tuple)):
-        return list(np.asarray(v).tolist())
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
-
 def safe_stem(name: str) -> str:
     """A file-name stem with no path separators, no leading dots, at most 100 chars."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).lstrip(".")
     return stem[:100] or "image"
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def atomic_write_all(files: dict[Path, bytes | np.ndarray]) -> list[Path]:
-    """Write every file to a temporary name, then rename them all into place."""
-    temps: list[tuple[str, Path]] = []
-    try:
-        for path, content in files.items():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-            temps.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                if isinstance(content, np.ndarray):
-                    np.save(f, content, allow_pickle=False)
-                else:
-                    f.write(content)
-        mode = 0o666 & ~_umask()
-        for tmp, path in temps:
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return list(files)
+    """Write every file to a temporary name, then rename them all into place (all or nothing;
+    ``.json`` text redacted): :func:`explainer.output_set.write_output_set` without a record."""
+    return write_output_set(files)

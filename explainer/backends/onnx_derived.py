@@ -24,24 +24,22 @@ from ..graph.inspect import layers
 from ..graph.outputs import MEANS_OUTPUT, layer_means_model, resolve_tensor
 from .base import batch_slices
 from .feed import feed_array
-from .onnx_safety import load_checked, read_onnx
+from .onnx_safety import in_memory_bytes, load_in_memory, read_onnx
 
 
 def load_with_weights(path: Path) -> onnx.ModelProto:
-    """The model with its external data (locations checked first, as for inference)."""
-    proto, external = load_checked(path)
-    if external:
-        from onnx.external_data_helper import load_external_data_for_model
-
-        load_external_data_for_model(proto, str(Path(path).parent))
-    return proto
+    """The model with its external data read into memory from the checked model folder."""
+    return load_in_memory(path)
 
 
 def _new_session(proto: onnx.ModelProto, providers: Sequence[str], what: str) -> Any:
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(proto.SerializeToString(), providers=list(providers))
+        data = in_memory_bytes(proto, what)
+        return ort.InferenceSession(data, providers=list(providers))
+    except InputError:
+        raise
     except Exception as e:
         raise InputError(f"ONNX Runtime cannot load the {what} ({str(e).splitlines()[0][:200]})") from None
 
@@ -52,10 +50,7 @@ def activations(model: Any, batch: np.ndarray, names: Sequence[str], *,
     names = tuple(names)
     key = ("layers", names)
     if key not in model.derived:
-        proto = read_onnx(model.path)
-        if any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer):
-            raise InputError(f"{model.path}: activations of a model with external data need "
-                             "`explainer export-layers` first")
+        proto = load_in_memory(model.path)
         tensors = tuple(resolve_tensor(proto, name) for name in names)
         for old in [k for k in model.derived if k[0] == "layers"]:
             del model.derived[old]  # one layers model at a time
@@ -149,12 +144,12 @@ def feature_view(model: Any, layer: str) -> FeatureView:
 
 def linear_head(model: Any) -> tuple[str, np.ndarray]:
     """The feature tensor before global average pooling and the FC weights (K, C)."""
-    return cam_weights(read_onnx(model.path))
+    return cam_weights(load_in_memory(model.path))
 
 
 def hidden_unit_model(model: Any, layer: str) -> Any:
     """An OnnxModel whose outputs are the feature-map means of ``layer`` (N, C), same device and preprocessing."""
-    derived = layer_means_model(onnx.load(str(model.path)), layer)
+    derived = layer_means_model(load_in_memory(model.path), layer)
     pre = model.spec.preprocessing
     device = "gpu" if model.providers[0] == "CUDAExecutionProvider" else "cpu"
     with tempfile.TemporaryDirectory(prefix="explainer-") as tmp:

@@ -13,6 +13,7 @@ from ..graph.gradients import gradient_model
 from .cpu_parallel import SessionSet, cpu_cores, plan, sample_bytes
 from .feed import feed_array
 from .onnx_derived import load_with_weights
+from .onnx_safety import in_memory_bytes
 
 
 def gradient_session(model: Any, layer: str | None, relu: str) -> SessionSet:
@@ -38,7 +39,7 @@ def gradient_bytes(model: Any, layer: str | None, relu: str) -> tuple[bytes, int
     if hit is not None and isinstance(hit[1].get("sample_bytes"), int):
         return hit[0], hit[1]["sample_bytes"]
     proto = load_with_weights(model.path)
-    data = gradient_model(proto, layer=layer, relu=relu).SerializeToString()
+    data = in_memory_bytes(gradient_model(proto, layer=layer, relu=relu), "gradient model")
     per_sample = sample_bytes(proto)
     graph_cache.store(key, data, {"kind": "gradient", "layer": layer, "relu": relu,
                                   "model_sha256": model.spec.sha256, "sample_bytes": per_sample})

@@ -8,16 +8,17 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..imaging import Preprocessing, parse_preprocessing
 from ..xp import to_numpy
 from ..runtime_check import check_onnxruntime
 from . import graph_cache
-from .isolation import probe_session, run_isolated
+from .isolation import probe_inputs, probe_session, run_isolated, run_with_deadline
 from .onnx_device import cuda_device_id, is_device_array, predict_device
 from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked, read_onnx
 from . import onnx_derived
-from .base import OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, default_labels, to_layout
+from .base import (OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, check_batch, default_labels,
+                   to_layout)
 from .feed import feed_array, pad_rows
 
 _DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
@@ -127,6 +128,7 @@ class OnnxModel(ModelBase):
         check_onnxruntime()  # exactly one of onnxruntime / onnxruntime-gpu, else the fix
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(4)  # no warning lines for ordinary models; errors are ours
         self.path = Path(path)
         self.derived: dict[tuple, Any] = {}  # every session derived from the file, by what it computes
         self._options = dict(device=device, labels=None if labels is None else list(labels),
@@ -146,6 +148,7 @@ class OnnxModel(ModelBase):
             out_name = proto.graph.output[0].name if proto.graph.output else ""
             job = (self.providers, image.name, (fixed or 1,) + shape[1:], np.dtype(self._dtype).name, out_name)
             verdict = graph_cache.cache_key(sha256, "probe", job=repr(job), external=external,
+                                            inputs="zeros,normal",
                                             runtime=ort.__version__)
             if graph_cache.load(verdict) is None:  # these exact bytes never passed the probe here
                 run_isolated(probe_session, (str(self.path),) + job, str(self.path))
@@ -168,9 +171,11 @@ class OnnxModel(ModelBase):
     def _probe(self, pre: Preprocessing, fixed: int | None, out_name: str, proto: onnx.ModelProto,
                meta: dict[str, str]) -> tuple[int, str]:
         c, (h, w) = pre.channels, pre.size
-        zeros = to_layout(np.zeros((fixed or 1, c, h, w), dtype=np.float32), pre.layout)
+        shape = to_layout(np.zeros((fixed or 1, c, h, w), dtype=np.float32), pre.layout).shape
         try:
-            out = self.session.run([out_name], {self.session.get_inputs()[0].name: zeros.astype(self._dtype)})[0]
+            for x in probe_inputs(shape, np.dtype(self._dtype).name):
+                out = run_with_deadline(self.session, [out_name], {self.session.get_inputs()[0].name: x},
+                                        str(self.path))[0]
         except Exception as e:
             reason = str(e).splitlines()[0][:200]
             raise InputError(f"{self.path}: the model does not run on a {h}x{w} input ({reason})") from None
@@ -275,6 +280,7 @@ class OnnxModel(ModelBase):
             if self.accepts_device_arrays:
                 return predict_device(self, batch)
             batch = to_numpy(batch)
+        check_batch(batch, self.spec)
         n = batch.shape[0]
         step = self.spec.fixed_batch_size or n or 1
         outs = [self._run(batch[s]) for s in batch_slices(n, step)]
@@ -283,7 +289,12 @@ class OnnxModel(ModelBase):
     def _run(self, part: np.ndarray) -> np.ndarray:
         n = part.shape[0]
         feed = feed_array(self, pad_rows(part, self.spec.fixed_batch_size))
-        out = self.session.run([self.spec.output_name], {self.spec.input_name: feed})[0]
+        out = np.asarray(run_with_deadline(self.session, [self.spec.output_name], {self.spec.input_name: feed},
+                                           str(self.path))[0])
+        if out.ndim < 1 or out.shape[0] != feed.shape[0] or out.size != feed.shape[0] * self.spec.num_classes:
+            raise ModelError(f"{self.path}: the model returned an output of shape {list(out.shape)} for a batch "
+                             f"of {feed.shape[0]} inputs (expected [{feed.shape[0]}, {self.spec.num_classes}]; "
+                             "does it ignore the batch size?)")
         return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[:n]
 
 
@@ -291,6 +302,8 @@ def _labels(meta: dict[str, str], path: Path) -> list[str] | None:
     if "explainer.labels" in meta:
         return meta["explainer.labels"].split("\n")
     txt = path.with_name("labels.txt")
+    if txt.is_file() and (txt.is_symlink() or not txt.resolve().is_relative_to(path.resolve().parent)):
+        raise InputError(f"{txt}: a labels.txt that is a symlink or lies outside the model's folder is not read")
     if txt.is_file():
         return [line.strip() for line in txt.read_text(encoding="utf-8", errors="replace").splitlines()
                 if line.strip()]

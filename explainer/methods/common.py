@@ -13,6 +13,7 @@ import numpy as np
 
 from ..model import Model, resolve_target, scores
 from ..errors import InputError
+from ..validation import check_memory
 from ..explanation import Explanation
 from ..imaging import crop_box, fit_pixels, preprocess, read_image
 from ..perturbation.engine import RunStats, timed_predict
@@ -63,9 +64,9 @@ def load_input(model: Model, image: Any) -> ImageInput:
         tensor already preprocessed for the model (NCHW whatever the model's
         layout); or an ImageInput from an earlier call (returned as it is).
     """
+    spec = require_model(model).spec
     if isinstance(image, ImageInput):
         return image
-    spec = model.spec
     source = str(image) if isinstance(image, (str, Path)) else ""
     if isinstance(image, (str, Path)) and Path(image).suffix.lower() != ".npy":
         pixels = read_image(image)
@@ -84,9 +85,21 @@ def load_input(model: Model, image: Any) -> ImageInput:
             raise InputError(f"image must be (H, W, 3) uint8 pixels or a (1, C, H, W) tensor, "
                              f"got {arr.dtype} {list(arr.shape)}")
         pixels = arr
+    if 0 in pixels.shape[:2]:
+        raise InputError(f"image has no pixels (shape {list(pixels.shape)})")
+    c, h, w = spec.input_shape
+    check_memory(f"a {h}x{w} model input", 16.0 * c * h * w * 4 + pixels.nbytes * 4)
     x = preprocess(pixels, spec.preprocessing)
     return ImageInput(x, fit_pixels(pixels, spec.preprocessing), source,
                       crop_box(pixels.shape, spec.preprocessing))
+
+
+def require_model(model: Any) -> Model:
+    """``model`` when it is a loaded model (``explainer.load_model``); InputError otherwise."""
+    spec = getattr(model, "spec", None)
+    if not callable(getattr(model, "predict", None)) or not hasattr(spec, "preprocessing"):
+        raise InputError(f"model must be a loaded model (explainer.load_model(...)), got {type(model).__name__}")
+    return model
 
 
 def read_npy(path: str | Path) -> np.ndarray:
@@ -96,6 +109,7 @@ def read_npy(path: str | Path) -> np.ndarray:
     """
     if not Path(path).is_file():
         raise InputError(f"{path}: no such input file")
+    _check_npy_header(Path(path))
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -106,6 +120,25 @@ def read_npy(path: str | Path) -> np.ndarray:
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise InputError(f"{path}: .npy input contains NaN or Inf")
     return arr
+
+
+def _check_npy_header(path: Path) -> None:
+    """Refuse, before reading the data, a .npy whose header claims more than the file holds or
+    more memory than there is."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise InputError(f"{path}: not a readable .npy array ({str(e).splitlines()[0][:120] if str(e) else ''})") \
+            from None
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > path.stat().st_size - offset:
+        raise InputError(f"{path}: .npy header claims {claimed} bytes of data, the file holds "
+                         f"{path.stat().st_size - offset}")
+    check_memory(f"{path}", claimed)
 
 
 def prepare(model: Model, image: Any, target: int | str | None, score: str) -> Prepared:

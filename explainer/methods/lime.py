@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from ..model import Model
 from ..errors import InputError
+from ..validation import check_memory
 from ..explanation import Explanation
 from ..perturbation import masks
 from ..perturbation.adaptive import check_quality, run_adaptive
@@ -237,6 +238,7 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
     prep = prepare(model, image, target, score)
     labels, kind, cells = feature_labels(prep, segmentation, num_features)
     nf = int(labels.max()) + 1
+    check_memory(f"lime with num_samples={num_samples} and {nf} features", num_samples * (nf * 17.0 + 64))
     fill = replacement_image(prep.x, replacement, nf)
     z = np.random.default_rng(seed).random((num_samples, nf)) < 0.5
     z[0] = True
