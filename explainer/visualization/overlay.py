@@ -111,8 +111,10 @@ def overlay_png(explanation: "Explanation", options: DisplayOptions | None = Non
         kind = explanation.params.get("score", "score")
         view = "whole image, model crop dashed" if o.view == "full" and picture is explanation.original \
             and explanation.original is not None else "model input"
-        ax.set_title(f"{explanation.label} ({kind} {explanation.score:.3g})\n"
-                     f"{explanation.method} - {view}", fontsize=10)
+        what = explanation.method
+        if "layer" in explanation.params and "channel" in explanation.params:
+            what = f"{what} of {explanation.params['layer']}, channel {explanation.params['channel']} (strongest)"
+        ax.set_title(f"{explanation.label} ({kind} {explanation.score:.3g})\n{what} - {view}", fontsize=10)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", bbox_inches="tight")
         return buf.getvalue()
