@@ -36,6 +36,7 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     a.add_argument("--steps", type=int, default=32, help="deletion/insertion steps")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.add_argument("--json", action="store_true", help="print the result as JSON instead of the verdict")
     model_options(a)
 
 
@@ -68,7 +69,13 @@ def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[a
         result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,
                        layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
                        progress=progress)
-        print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
-                          "flags": result.flags}, indent=2, allow_nan=False))
+        if args.json:
+            print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
+                              "headlines": result.headlines, "flags": result.flags}, indent=2, allow_nan=False))
+            return
+        from .verdict import verdict_text
+
+        images = (result.computed + result.reused) // max(1, len(args.methods))
+        print(verdict_text(result.headlines, result.accuracy, images, str(result.report)))
 
     return {"export-layers": cmd_export_layers, "audit": cmd_audit}

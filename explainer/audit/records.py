@@ -62,3 +62,4 @@ class AuditResult:
     findings: list[Finding]
     computed: int
     reused: int
+    headlines: list[str] = field(default_factory=list)

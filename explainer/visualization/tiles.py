@@ -64,3 +64,32 @@ def channel_tile(values: np.ndarray, numbers: Sequence[int], title: str, *, min_
         draw.text((border + c * (cw + border) + 2, header + r * (label + ch + border) + border + 1),
                   f"ch {number}", fill=(255, 255, 255), font=small)
     return np.asarray(im)
+
+
+def with_colorbar(picture: np.ndarray, cmap: str, vmin: float, vmax: float, *, width: int = 12,
+                  gap: int = 4, text: int = 44) -> np.ndarray:
+    """``picture`` with a vertical colour bar on its right, its top and bottom values written.
+
+    Parameters
+    ----------
+    picture : (h, w, 3) uint8 ndarray
+    cmap : a matplotlib colormap name; vmin, vmax : the values at the bar's ends
+
+    Returns
+    -------
+    (h, w + gap + width + text, 3) uint8 ndarray (white background)
+    """
+    import matplotlib
+
+    h, w = picture.shape[:2]
+    out = np.full((h, w + gap + width + text, 3), 255, np.uint8)
+    out[:, :w] = picture
+    ramp = matplotlib.colormaps[cmap](np.linspace(1, 0, h))[:, :3] * 255
+    out[:, w + gap:w + gap + width] = np.round(ramp).astype(np.uint8)[:, None, :]
+    im = Image.fromarray(out)
+    draw = ImageDraw.Draw(im)
+    font = _font(10)
+    x = w + gap + width + 2
+    draw.text((x, 0), f"{vmax:.2g}", fill=(0, 0, 0), font=font)
+    draw.text((x, h - 12), f"{vmin:.2g}", fill=(0, 0, 0), font=font)
+    return np.asarray(im)
