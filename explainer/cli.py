@@ -25,6 +25,7 @@ from .cli_methods import FLAGS, METHODS, add_method_options, chosen_method
 from .methods.common import load_input
 from .paths import bundled_examples, package_version
 from .serving import commands as serving_commands
+from .visualization.rules import PIXEL_METHODS, DisplayOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,6 +96,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--resume", action="store_true",
                    help="skip images whose outputs in --out are complete, intact and made with these settings")
+    d = e.add_argument_group("how the PNG draws the map (the saved map is unchanged)")
+    d.add_argument("--view", choices=["full", "crop"], default="full",
+                   help="full: the whole original image, the model's crop dashed (default); crop: the model input")
+    d.add_argument("--sign", choices=["absolute", "positive", "negative", "all"],
+                   help="pixel attributions (gradient, guided-backprop, deconvnet, integrated-gradients): "
+                        "which sign to draw (default absolute)")
+    d.add_argument("--clip-percentile", type=float, default=99.0,
+                   help="pixel attributions: saturate above this percentile of |value| (default 99)")
+    d.add_argument("--smooth", type=float, default=0.0,
+                   help="pixel attributions: Gaussian sigma in pixels before clipping (default 0)")
     _model_options(e)
     add_method_options(e, chosen_method(argv) if argv is not None else None)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
@@ -177,11 +188,17 @@ def cmd_explain(args: argparse.Namespace) -> None:
     stems = [safe_stem(Path(p).stem) for p in args.images] if info.needs_image else [info.name]
     if len(set(stems)) != len(stems):
         raise InputError("two images share a file name; their outputs would overwrite each other")
+    if args.sign is not None and info.name not in PIXEL_METHODS:
+        raise InputError(f"--sign applies to {', '.join(PIXEL_METHODS)}, not to --method {info.name}")
+    display = DisplayOptions(view=args.view, sign=args.sign, clip_percentile=args.clip_percentile,
+                             smooth=args.smooth)
     out = check_out_dir(args.out, len(stems) * output_bytes(model.spec))  # before any computing
-    settings = {s: explain_settings(model, info.name, options, args.target, p if info.needs_image else None,
-                                    args.save_input) for p, s in zip(args.images or [info.name], stems)}
+    settings = {s: {**explain_settings(model, info.name, options, args.target, p if info.needs_image else None,
+                                       args.save_input), "display": display.to_dict()}
+                for p, s in zip(args.images or [info.name], stems)}  # a new --view redraws the PNG
     todo = [(p, s) for p, s in zip(args.images or [info.name], stems)
-            if not (args.resume and is_complete(out / f"{s}.{info.name}.json", settings[s]))]
+            if not (args.resume and is_complete(out / f"{s if s == info.name else s + '.' + info.name}.json",
+                                                settings[s]))]
     inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     progress = not args.quiet and sys.stderr.isatty()
     run = serving_commands.explainer_for(model, info, options, args.server_side)
@@ -191,7 +208,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         # --save-input writes the (1, C, H, W) NCHW tensor whatever the model's layout: the layout of the
         # attributions, and of the .npy inputs `explain` reads back
         written = result.save(out, stem, save_input=args.save_input and result.input is not None,
-                              settings=settings[stem])
+                              settings=settings[stem], display=display)
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})
         if not args.json and not args.quiet:
             print(f"{shown(path)}: {shown(result.label)} ({result.score:.3f}) -> "

@@ -48,9 +48,11 @@ class Explanation:
     arrays : dict of str to ndarray
         Further results of the method (e.g. LIME's feature map and importances,
         raw gradients), saved as ``<stem>.<method>.<key>.npy``.
-    display : {"jet", "diverging"}
-        How the PNG shows the map: jet over its range, or red (for) / blue
-        (against) centred on 0 for signed evidence.
+    display : {"jet", "diverging", "pixel", "none"}
+        How the PNG shows the map (:mod:`explainer.visualization.rules`): jet over its
+        range, red (for) / blue (against) centred on 0 for signed evidence, pixel
+        attributions (percentile-clipped, a sign choice), or "none": no map files at all
+        (a global method such as deep dream writes only its ``images``).
     images : dict of str to (h, w) or (h, w, 3) uint8 ndarray
         Further pictures (e.g. a tile of activation channels), saved as
         ``<stem>.<method>.<key>.png``.
@@ -59,6 +61,10 @@ class Explanation:
     crop_box : [left, top, right, bottom] or None
         The region of the original image the model saw, in its pixel coordinates
         (None for a tensor input or no image).
+    original : (h, w, 3) uint8 ndarray or None
+        The original picture for ``view="full"`` drawings, long side capped at 2048 px.
+    image_size : [H0, W0] or None
+        The original image's size in pixels.
     explainer_version : str
         The version of explainer that made it.
     timestamp : str
@@ -84,46 +90,63 @@ class Explanation:
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     crop_box: list[float] | None = None
+    original: np.ndarray | None = field(default=None, repr=False)
+    image_size: list[int] | None = None
     explainer_version: str = field(default_factory=package_version)
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-ready."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("map", "pixels", "input", "arrays", "images")}
+        skip = ("map", "pixels", "input", "arrays", "images", "original")
+        d = {k: v for k, v in asdict(self).items() if k not in skip}
         d["arrays"] = {k: list(np.shape(v)) for k, v in self.arrays.items()}
         d["images"] = {k: list(np.shape(v)) for k, v in self.images.items()}
         d["map_shape"] = list(self.map.shape)
-        finite = self.map[np.isfinite(self.map)]  # NaN marks unmeasured pixels (occlusion)
+        finite = self.map[np.isfinite(self.map)]
         d["map_min"], d["map_max"] = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
+        d["map_nan_pixels"] = int(self.map.size - finite.size)
         return d
 
+    def file_prefix(self, stem: str) -> str:
+        """``<stem>.<method>``, or just the method for a global method's stem (deep dream
+        writes ``deep-dream.class_967.png``, not ``deep-dream.deep-dream.class_967.png``)."""
+        stem = safe_stem(stem)
+        return stem if stem == self.method else f"{stem}.{self.method}"
+
     def save(self, out_dir: str | Path, stem: str, *, save_input: bool = False,
-             input_tensor: np.ndarray | None = None, settings: dict[str, Any] | None = None) -> list[Path]:
+             input_tensor: np.ndarray | None = None, settings: dict[str, Any] | None = None,
+             display: Any = None) -> list[Path]:
         """Write ``<stem>.<method>.npy``, ``.png`` and ``.json`` into ``out_dir``.
 
         The set appears all or nothing (:func:`explainer.output_set.write_output_set`): the
         ``.json`` is renamed into place last and records the sha256 of ``settings`` and the
         size and sha256 of every other file, which ``--resume`` verifies. ``stem`` is
         reduced to a safe file name. With ``save_input``, ``<stem>.input.npy`` holds
-        ``input_tensor`` (default ``self.input``).
+        ``input_tensor`` (default ``self.input``). ``display`` (a
+        :class:`explainer.visualization.DisplayOptions`) chooses how the PNG draws the
+        map; the JSON records it under ``display_options``. With ``display == "none"``
+        only the JSON, ``arrays`` and ``images`` are written (see :meth:`file_prefix`).
         """
-        from .visualization import overlay_png
+        from .visualization import DisplayOptions, overlay_png
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         stem = safe_stem(stem)
-        files: dict[Path, bytes | np.ndarray] = {
-            out / f"{stem}.{self.method}.npy": self.map.astype(np.float32),
-            out / f"{stem}.{self.method}.png": overlay_png(self),
-        }
+        prefix = self.file_prefix(stem)
+        options = display or DisplayOptions()
+        record = {**self.to_dict(), "display_options": options.to_dict()}
+        files: dict[Path, bytes | np.ndarray] = {}
+        if self.display != "none":
+            files[out / f"{prefix}.npy"] = self.map.astype(np.float32)
+            files[out / f"{prefix}.png"] = overlay_png(self, options)
         for key, value in self.arrays.items():
-            files[out / f"{stem}.{self.method}.{safe_stem(key)}.npy"] = np.asarray(value)
+            files[out / f"{prefix}.{safe_stem(key)}.npy"] = np.asarray(value)
         for key, value in self.images.items():
-            files[out / f"{stem}.{self.method}.{safe_stem(key)}.png"] = png_bytes(value)
+            files[out / f"{prefix}.{safe_stem(key)}.png"] = png_bytes(value)
         if save_input:
             files[out / f"{stem}.input.npy"] = np.asarray(
                 self.input if input_tensor is None else input_tensor, dtype=np.float32)
-        return write_output_set(files, out / f"{stem}.{self.method}.json", self.to_dict(), settings)
+        return write_output_set(files, out / f"{prefix}.json", record, settings)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

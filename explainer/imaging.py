@@ -260,3 +260,21 @@ def resize_pixels(pixels: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if pixels.shape[:2] == (h, w):
         return pixels
     return np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC))
+
+
+MAX_DISPLAY_SIDE = 2048
+
+
+def display_copy(pixels: np.ndarray, max_side: int = MAX_DISPLAY_SIDE) -> np.ndarray:
+    """The original picture for drawing, shrunk so its long side is at most ``max_side``
+    (a 1 x 10000 image becomes 1 x 2048, never larger: drawing cost stays bounded).
+
+    Returns
+    -------
+    pixels : (h, w, 3) uint8 ndarray, h, w <= max_side, each >= 1
+    """
+    h0, w0 = pixels.shape[:2]
+    f = max_side / max(h0, w0)
+    if f >= 1:
+        return pixels
+    return resize_pixels(pixels, (max(1, round(h0 * f)), max(1, round(w0 * f))))

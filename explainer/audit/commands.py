@@ -40,6 +40,7 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     a.add_argument("--sanity-layers", type=int, default=5,
                    help="randomise the top N layers per method (model-parameter randomisation; 0: skip)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.add_argument("--json", action="store_true", help="print the result as JSON instead of the verdict")
     model_options(a)
 
 
@@ -73,7 +74,14 @@ def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[a
                        layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
                        progress=progress, data=args.data, sanity_layers=args.sanity_layers,
                        pointing_tolerance="auto" if args.pointing_tolerance is None else args.pointing_tolerance)
-        print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
-                          "flags": result.flags, "sanity": result.sanity}, indent=2, allow_nan=False))
+        if args.json:
+            print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
+                              "headlines": result.headlines, "flags": result.flags, "sanity": result.sanity},
+                             indent=2, allow_nan=False))
+            return
+        from .verdict import verdict_text
+
+        images = (result.computed + result.reused) // max(1, len(args.methods))
+        print(verdict_text(result.headlines, result.accuracy, images, str(result.report)))
 
     return {"export-layers": cmd_export_layers, "audit": cmd_audit}

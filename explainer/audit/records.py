@@ -64,4 +64,5 @@ class AuditResult:
     findings: list[Finding]
     computed: int
     reused: int
+    headlines: list[str] = field(default_factory=list)
     sanity: dict[str, Any] | None = None  # {"mprt": per method, "pointing_game": per method, "pointing_tolerance"}

@@ -20,6 +20,7 @@ from ..imaging import read_image
 from ..methods import MethodInfo, discover
 from ..methods.common import ImageInput
 from .findings import spurious_region
+from .verdict import headlines
 from .records import Audit, AuditResult, Explained
 from .sanity import mprt, pointing_summary
 
@@ -189,4 +190,5 @@ def audit(model: Model, folder: str | Path, out: str | Path, *, methods: Sequenc
     flags = [{"method": f.method, "class": f.label, "region": f.region,
               "consistency": f.consistency, "concentration": f.concentration}
              for f in a.findings if f.flagged]
-    return AuditResult(report, acc, flags, a.findings, a.computed, a.reused, checks)
+    lines = headlines(a.findings, a.methods, objects=a.objects is not None)
+    return AuditResult(report, acc, flags, a.findings, a.computed, a.reused, sanity=checks, headlines=lines)

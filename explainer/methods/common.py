@@ -15,7 +15,7 @@ from ..model import Model, resolve_target, scores
 from ..errors import InputError
 from ..validation import check_memory
 from ..explanation import Explanation
-from ..imaging import crop_box, fit_pixels, preprocess, read_image
+from ..imaging import crop_box, display_copy, fit_pixels, preprocess, read_image
 from ..perturbation.engine import RunStats, timed_predict
 
 
@@ -31,12 +31,17 @@ class ImageInput:
     source : str, the file it came from ("" for arrays)
     crop_box : (left, top, right, bottom) of the original image the tensor shows, or None
         (when given a tensor)
+    original : (h, w, 3) uint8 ndarray or None, the original picture for drawing (long side
+        capped at 2048 px, :func:`explainer.imaging.display_copy`)
+    image_size : (H0, W0) of the original image, or None
     """
 
     x: np.ndarray
     pixels: np.ndarray | None
     source: str
     crop_box: tuple[float, float, float, float] | None = None
+    original: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -52,6 +57,8 @@ class Prepared:
     stats: RunStats = field(default_factory=RunStats)
     started: float = field(default_factory=time.perf_counter)
     crop_box: tuple[float, float, float, float] | None = None
+    original: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
 
 
 def load_input(model: Model, image: Any) -> ImageInput:
@@ -91,7 +98,8 @@ def load_input(model: Model, image: Any) -> ImageInput:
     check_memory(f"a {h}x{w} model input", 16.0 * c * h * w * 4 + pixels.nbytes * 4)
     x = preprocess(pixels, spec.preprocessing)
     return ImageInput(x, fit_pixels(pixels, spec.preprocessing), source,
-                      crop_box(pixels.shape, spec.preprocessing))
+                      crop_box(pixels.shape, spec.preprocessing), display_copy(pixels),
+                      (int(pixels.shape[0]), int(pixels.shape[1])))
 
 
 def require_model(model: Any) -> Model:
@@ -148,7 +156,8 @@ def prepare(model: Model, image: Any, target: int | str | None, score: str) -> P
     stats = RunStats()
     s = scores(timed_predict(model, inp.x, stats), model.spec, score)[0]
     idx = resolve_target(target, model.spec, int(np.argmax(s)))
-    return Prepared(inp.x, inp.pixels, inp.source, idx, float(s[idx]), s, stats, started, inp.crop_box)
+    return Prepared(inp.x, inp.pixels, inp.source, idx, float(s[idx]), s, stats, started, inp.crop_box,
+                    inp.original, inp.image_size)
 
 
 def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray,
@@ -171,7 +180,8 @@ def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray
                  "forward_passes": prep.stats.forward_passes, "model_s": prep.stats.model_s},
         pixels=prep.pixels, input=prep.x, source=prep.source, arrays=dict(arrays or {}),
         display=display, preprocessing=asdict(model.spec.preprocessing),
-        crop_box=None if prep.crop_box is None else [round(v, 3) for v in prep.crop_box])
+        crop_box=None if prep.crop_box is None else [round(v, 3) for v in prep.crop_box],
+        original=prep.original, image_size=None if prep.image_size is None else list(prep.image_size))
 
 
 def constant_map_warning(method: str, value: float) -> dict[str, Any]:
