@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from . import api
 from .audit import commands as audit_commands
+from .cluster import commands as cluster_commands
 from .model import to_layout
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import ExplainerError, InputError
@@ -95,6 +96,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="skip images whose <stem>.<method>.json is already in --out")
     _model_options(e)
     add_method_options(e, chosen_method(argv) if argv is not None else None)
+    cluster_commands.add_options(e)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
     s.add_argument("--repo", type=Path, help="a Triton model repository with ONNX models (default: the "
                    "checkout's triton_repo, or one serving the bundled model)")
@@ -210,6 +212,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
+    on_cluster = cluster_commands.requested(args)  # checks --workers / --scheduler before the model loads
     model = _load(args)
     info = METHODS[args.method]
     options = _method_options(args, info)
@@ -222,6 +225,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
             if not (args.resume and (args.out / f"{s}.{info.name}.json").is_file())]
     inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     progress = not args.quiet and sys.stderr.isatty()
+    if on_cluster:
+        return cluster_commands.explain(args, model, info, options, todo, len(stems) - len(todo), progress)
     run = serving_commands.explainer_for(model, info, options, args.server_side)
     summary = []
     for path, stem, image in tqdm(inputs, desc="images", unit="image", disable=not progress or len(inputs) < 2):

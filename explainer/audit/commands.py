@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..backends.triton.export import add_repo_options
+from ..cluster import commands as cluster_commands
 
 
 def _names(text: str) -> list[str]:
@@ -37,6 +38,7 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     model_options(a)
+    cluster_commands.add_options(a)
 
 
 def cmd_export_layers(args: argparse.Namespace) -> None:
@@ -65,9 +67,10 @@ def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[a
 
         _methods(args.methods)  # refuse unknown methods before loading the model
         progress = not args.quiet and sys.stderr.isatty()
+        prefill = cluster_commands.audit_prefill(args, progress)  # None without --workers / --scheduler
         result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,
                        layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
-                       progress=progress)
+                       progress=progress and prefill is None, prefill=prefill)
         print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
                           "flags": result.flags}, indent=2, allow_nan=False))
 

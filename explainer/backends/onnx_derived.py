@@ -21,6 +21,7 @@ from ..graph.heads import cam_weights
 from ..graph.inspect import default_feature_layer, layers
 from ..graph.outputs import MEANS_OUTPUT, layer_means_model, resolve_tensor
 from .base import batch_slices
+from .cpu_parallel import session_options
 from .feed import feed_array
 from .onnx_safety import load_checked, read_onnx
 
@@ -39,7 +40,7 @@ def _new_session(proto: onnx.ModelProto, providers: Sequence[str], what: str) ->
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(proto.SerializeToString(), providers=list(providers))
+        return ort.InferenceSession(proto.SerializeToString(), session_options(), providers=list(providers))
     except Exception as e:
         raise InputError(f"ONNX Runtime cannot load the {what} ({str(e).splitlines()[0][:200]})") from None
 
