@@ -50,13 +50,17 @@ def check_options(workers: int | None, scheduler: str | None) -> None:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Dask's own log lines (reconnect attempts, lost workers) stay off the user's terminal."""
-    log = logging.getLogger("distributed")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
+    names = ["distributed", "tornado", "asyncio"] + [
+        n for n in list(logging.root.manager.loggerDict) if n.startswith(("distributed.", "tornado."))]
+    logs = [logging.getLogger(n) for n in names]  # Dask gives some children their own levels
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -69,10 +73,11 @@ def connect(workers: int | None = None, scheduler: str | None = None) -> Iterato
         local = None
         try:
             if scheduler is None:
-                bokeh = importlib.util.find_spec("bokeh") is not None
+                # every port on 127.0.0.1 and chosen free (the scheduler's HTTP server too: without
+                # an address it takes 8787, with or without the dashboard)
                 local = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,
                                      host="127.0.0.1", local_directory=scratch, silence_logs=logging.CRITICAL,
-                                     dashboard_address="127.0.0.1:0" if bokeh else None)
+                                     dashboard_address="127.0.0.1:0")
                 client = Client(local)
             else:
                 client = Client(scheduler, timeout=CONNECT_S)
@@ -82,7 +87,8 @@ def connect(workers: int | None = None, scheduler: str | None = None) -> Iterato
             raise ServerError(f"cannot reach the Dask scheduler at {scheduler or 'a local cluster'} "
                               f"({str(e).splitlines()[0][:160]})") from None
         try:
-            dashboard = "dashboard" in (client.scheduler_info().get("services") or {})
+            dashboard = "dashboard" in (client.scheduler_info().get("services") or {}) and \
+                (local is None or importlib.util.find_spec("bokeh") is not None)  # else a "needs bokeh" page
             yield Cluster(client, client.scheduler.address, client.dashboard_link if dashboard else None)
         finally:
             with contextlib.suppress(Exception):
