@@ -218,3 +218,15 @@ def test_threads_env_caps_sessions(monkeypatch):
     monkeypatch.setenv(THREADS_ENV, "two")
     with pytest.raises(InputError, match=THREADS_ENV):
         cpu_cores()
+
+
+def test_worker_side_errors_reach_the_client_as_the_package_errors(cluster):
+    model = explainer.load_model(MODEL)
+    image = cluster_commands.image_task(next((SHORTCUT / "testset").rglob("*.png")))
+    other_copy = [(explain_task, (model.describe(), "0" * 64, "occlusion", {}, "off", None, image))]
+    with pytest.raises(InputError, match="differs from the client's"):
+        run_tasks(cluster, other_copy, lambda i, r: None)
+    corrupt = cluster_commands.ImageTask("broken.png", b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(InputError, match="broken.png"):
+        run_tasks(cluster, [(explain_task, (model.describe(), "", "occlusion", {}, "off", None, corrupt))],
+                  lambda i, r: None)

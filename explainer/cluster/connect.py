@@ -67,9 +67,11 @@ def _quiet() -> Iterator[None]:
 def connect(workers: int | None = None, scheduler: str | None = None) -> Iterator[Cluster]:
     """A LocalCluster of ``workers`` processes, or a client of the scheduler at ``scheduler``."""
     check_options(workers, scheduler)
+    import dask
     from distributed import Client, LocalCluster
 
-    with _quiet(), tempfile.TemporaryDirectory(prefix="explainer-dask-", ignore_cleanup_errors=True) as scratch:
+    with _quiet(), tempfile.TemporaryDirectory(prefix="explainer-dask-", ignore_cleanup_errors=True) as scratch, \
+            dask.config.set({"temporary-directory": scratch}):  # its lock files too, not in $TMPDIR
         local = None
         try:
             if scheduler is None:
