@@ -70,15 +70,15 @@ def _on_cluster(cluster, model, images: list[Path]) -> float:
     tasks = [(explain_task, (model.describe(), model.spec.sha256, "occlusion", {}, "off", None, image_task(p)))
              for p in images]
     t0 = time.perf_counter()
-    run_tasks(cluster, tasks, lambda i, r: None)
+    run_tasks(cluster, tasks, len(tasks), lambda i, r: None)
     return time.perf_counter() - t0
 
 
 def _noop_cost(cluster, n: int = 400) -> float:
     tasks = [(_noop, (i,)) for i in range(n)]
-    run_tasks(cluster, tasks[:20], lambda i, r: None)  # warm
+    run_tasks(cluster, tasks[:20], 20, lambda i, r: None)  # warm
     t0 = time.perf_counter()
-    run_tasks(cluster, tasks, lambda i, r: None)
+    run_tasks(cluster, tasks, len(tasks), lambda i, r: None)
     return (time.perf_counter() - t0) / n
 
 

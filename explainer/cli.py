@@ -223,10 +223,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
         raise InputError("two images share a file name; their outputs would overwrite each other")
     todo = [(p, s) for p, s in zip(args.images or [info.name], stems)
             if not (args.resume and (args.out / f"{s}.{info.name}.json").is_file())]
-    inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     progress = not args.quiet and sys.stderr.isatty()
-    if on_cluster:
+    if on_cluster:  # validates every image first too, without keeping them
         return cluster_commands.explain(args, model, info, options, todo, len(stems) - len(todo), progress)
+    inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     run = serving_commands.explainer_for(model, info, options, args.server_side)
     summary = []
     for path, stem, image in tqdm(inputs, desc="images", unit="image", disable=not progress or len(inputs) < 2):

@@ -128,7 +128,7 @@ def test_worker_killed_mid_run_has_its_tasks_rerun(tmp_path):
                 os.kill(pids[victim], signal.SIGKILL)
                 killed.append(victim)
 
-        run_tasks(c, tasks, done)
+        run_tasks(c, tasks, len(tasks), done)
         after = c.client.run(os.getpid)
         started = c.client.run_on_scheduler(
             lambda dask_scheduler: sum(1 for t in dask_scheduler.transition_log if t[2] == "processing"))
@@ -227,8 +227,8 @@ def test_worker_side_errors_reach_the_client_as_the_package_errors(cluster):
     image = cluster_commands.image_task(next((SHORTCUT / "testset").rglob("*.png")))
     other_copy = [(explain_task, (model.describe(), "0" * 64, "occlusion", {}, "off", None, image))]
     with pytest.raises(InputError, match="differs from the client's"):
-        run_tasks(cluster, other_copy, lambda i, r: None)
+        run_tasks(cluster, other_copy, 1, lambda i, r: None)
     corrupt = cluster_commands.ImageTask("broken.png", b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(InputError, match="broken.png"):
-        run_tasks(cluster, [(explain_task, (model.describe(), "", "occlusion", {}, "off", None, corrupt))],
+        run_tasks(cluster, [(explain_task, (model.describe(), "", "occlusion", {}, "off", None, corrupt))], 1,
                   lambda i, r: None)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..methods.common import load_input
 from ..model import Model, to_layout
 from .connect import MAX_TASK_BYTES, Cluster, check_options, connect, run_tasks
 from .worker import ImageTask, audit_task, explain_task
@@ -44,14 +45,18 @@ def requested(args: argparse.Namespace) -> bool:
     return True
 
 
+def check_size(path: str | Path) -> None:
+    """Refuse an image file too big to travel in a task (before anything runs)."""
+    size = Path(path).stat().st_size
+    if size > MAX_TASK_BYTES:
+        raise InputError(f"{path}: {size / 2**20:.1f} MiB; a cluster task carries the image file's bytes, "
+                         f"at most {MAX_TASK_BYTES // 2**20} MiB")
+
+
 def image_task(path: str | Path) -> ImageTask:
     """The task payload of one image file: its bytes, size-checked."""
-    p = Path(path)
-    size = p.stat().st_size
-    if size > MAX_TASK_BYTES:
-        raise InputError(f"{p}: {size / 2**20:.1f} MiB; a cluster task carries the image file's bytes, "
-                         f"at most {MAX_TASK_BYTES // 2**20} MiB")
-    return ImageTask(str(path), p.read_bytes())
+    check_size(path)
+    return ImageTask(str(path), Path(path).read_bytes())
 
 
 def _announce(cluster: Cluster, quiet: bool) -> None:
@@ -63,11 +68,17 @@ def explain(args: argparse.Namespace, model: Model, info: Any, options: dict[str
             todo: Sequence[tuple[str, str]], skipped: int, progress: bool) -> None:
     """``explainer explain IMAGE... --workers N``: the cluster half of ``cli.cmd_explain``.
 
-    ``todo`` holds (image, stem) of the images not skipped by ``--resume`` (already validated).
+    ``todo`` holds (image, stem) of the images not skipped by ``--resume``. Every image is
+    decoded here first, as in a single-process run, but not kept: a task reads its file
+    when it is submitted.
     """
-    tasks = [(explain_task, (model.describe(), model.spec.sha256, info.name, options, args.server_side,
+    if info.needs_image:
+        for path, _ in todo:
+            load_input(model, path)
+            check_size(path)
+    tasks = ((explain_task, (model.describe(), model.spec.sha256, info.name, options, args.server_side,
                              args.target, image_task(path) if info.needs_image else None))
-             for path, _ in todo]
+             for path, _ in todo)
     layout = model.spec.preprocessing.layout
     summary: dict[int, dict[str, Any]] = {}
 
@@ -80,10 +91,10 @@ def explain(args: argparse.Namespace, model: Model, info: Any, options: dict[str
         if not args.json and not args.quiet:
             print(f"{path}: {result.label} ({result.score:.3f}) -> " + ", ".join(str(f) for f in written))
 
-    if tasks:
+    if todo:
         with connect(args.workers, args.scheduler) as cluster:
             _announce(cluster, args.quiet)
-            run_tasks(cluster, tasks, save, progress=progress,
+            run_tasks(cluster, tasks, len(todo), save, progress=progress,
                       hint="the images written are complete; rerun with --resume to do the rest")
     if not args.json and not args.quiet and skipped:
         print(f"{skipped} image(s) already explained in {args.out}: skipped (--resume)")
@@ -106,10 +117,12 @@ def audit_prefill(args: argparse.Namespace, progress: bool) -> "Prefill | None":
                 if load_cached(*entry) is None:
                     missing.setdefault(i, {})[name] = entry
         order = sorted(missing)
-        tasks = [(audit_task, (a.model.describe(), a.model.spec.sha256, list(missing[i]), steps, seed,
+        for i in order:
+            check_size(a.paths[i])
+        tasks = ((audit_task, (a.model.describe(), a.model.spec.sha256, list(missing[i]), steps, seed,
                                int(a.predicted[i]), image_task(a.paths[i]),
                                None if a.objects is None else np.asarray(a.objects[i])))
-                 for i in order]
+                 for i in order)
         stored = [0]
 
         def store(j: int, results: dict[str, Any]) -> None:
@@ -117,10 +130,10 @@ def audit_prefill(args: argparse.Namespace, progress: bool) -> "Prefill | None":
                 store_cached(*_with(missing[order[j]][name], r))
                 stored[0] += 1
 
-        if tasks:
+        if order:
             with connect(args.workers, args.scheduler) as cluster:
                 _announce(cluster, args.quiet)
-                run_tasks(cluster, tasks, store, progress=progress,
+                run_tasks(cluster, tasks, len(order), store, progress=progress,
                           hint="the results computed are kept in OUT/cache; rerun to do the rest")
         return stored[0]
 

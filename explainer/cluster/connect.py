@@ -15,7 +15,7 @@ import logging
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -100,46 +100,51 @@ def connect(workers: int | None = None, scheduler: str | None = None) -> Iterato
                     local.close(timeout=CONNECT_S)
 
 
-def run_tasks(cluster: Cluster, tasks: Sequence[tuple[Callable[..., Any], tuple]],
+def run_tasks(cluster: Cluster, tasks: Iterable[tuple[Callable[..., Any], tuple]], total: int,
               done: Callable[[int, Any], None], *, progress: bool = False, hint: str = "") -> None:
-    """Run ``fn(*args)`` for each task on the cluster; ``done(i, result)`` as each completes.
+    """Run ``fn(*args)`` for each of the ``total`` tasks; ``done(i, result)`` as each completes.
 
-    At most a window of tasks is in flight (4 per worker thread, at least 32), so a long run
-    keeps little in the scheduler. A worker lost mid-run has its tasks rerun elsewhere by
-    Dask (a task that kills ``distributed.scheduler.allowed-failures`` + 1 workers fails
-    the run). One progress bar over the tasks (images).
+    ``tasks`` is consumed lazily: at most a window of tasks (4 per worker thread, at least
+    32) exists at a time, in the client and in the scheduler, however long the run. A
+    worker lost mid-run has its tasks rerun elsewhere by Dask (a task that kills
+    ``distributed.scheduler.allowed-failures`` + 1 workers fails the run). One progress bar
+    over the tasks (images).
     """
     from distributed import as_completed
 
     client, run_id = cluster.client, uuid.uuid4().hex[:8]
     window = max(32, 4 * sum(client.nthreads().values()))
+    source = enumerate(tasks)
 
-    def submit(i: int) -> Any:
-        fn, args = tasks[i]
-        return client.submit(fn, *args, key=f"explainer-{run_id}-{i}", pure=False)
+    def submit_next() -> Any | None:
+        for i, (fn, args) in source:
+            return client.submit(fn, *args, key=f"explainer-{run_id}-{i}", pure=False)
+        return None
 
-    futures = [submit(i) for i in range(min(window, len(tasks)))]
-    queue = as_completed(futures)
+    pending = {f for f in (submit_next() for _ in range(min(window, total))) if f is not None}
+    queue = as_completed(pending)
     finished = 0
-    with tqdm(total=len(tasks), desc="images", unit="image", disable=not progress) as bar:
+    with tqdm(total=total, desc="images", unit="image", disable=not progress) as bar:
         try:
             for future in queue:
                 i = int(str(future.key).rsplit("-", 1)[1])
-                result = _result(future, cluster.address, finished, len(tasks), hint)
+                result = _result(future, cluster.address, finished, total, hint)
+                pending.discard(future)
                 future.release()
-                if len(futures) < len(tasks):
-                    futures.append(submit(len(futures)))
-                    queue.add(futures[-1])
+                following = submit_next()
+                if following is not None:
+                    pending.add(following)
+                    queue.add(following)
                 done(i, result)
                 finished += 1
                 bar.update()
         except ExplainerError:
             raise
         except (OSError, TimeoutError) as e:
-            raise _gone(cluster.address, finished, len(tasks), hint, str(e)) from None
+            raise _gone(cluster.address, finished, total, hint, str(e)) from None
         finally:
             with contextlib.suppress(Exception):
-                client.cancel([f for f in futures if not f.done()])
+                client.cancel(list(pending))
 
 
 def _result(future: Any, address: str, finished: int, total: int, hint: str) -> Any:
