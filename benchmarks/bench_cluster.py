@@ -59,19 +59,26 @@ def _workloads() -> dict[str, tuple[str, list[Path]]]:
             "lite0": (str(ROOT / "models/efficientnet_lite0/model.onnx"), lite0)}
 
 
-def _in_process(model: Any, images: list[Path]) -> float:
-    t0 = time.perf_counter()
+def _in_process(model: Any, images: list[Path]) -> tuple[float, float]:
+    """Wall and CPU seconds per image in this process."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for p in images:
         explainer.occlusion_sensitivity(model, p)
-    return (time.perf_counter() - t0) / len(images)
+    return (time.perf_counter() - t0) / len(images), (time.process_time() - c0) / len(images)
 
 
-def _on_cluster(cluster, model, images: list[Path]) -> float:
+def _on_cluster(cluster: Any, model: Any, images: list[Path]) -> tuple[float, float, float]:
+    """Wall seconds of the run; CPU seconds per image of the workers and of this process
+    (the client and, for a LocalCluster, the scheduler)."""
     tasks = [(explain_task, (model.describe(), model.spec.sha256, "occlusion", {}, "off", None, image_task(p)))
              for p in images]
+    w0, c0 = cluster.client.run(time.process_time), time.process_time()
     t0 = time.perf_counter()
     run_tasks(cluster, tasks, len(tasks), lambda i, r: None)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    c1, w1 = time.process_time(), cluster.client.run(time.process_time)
+    workers = sum(w1[a] - w0.get(a, 0.0) for a in w1)  # a worker restarted mid-run would count from 0
+    return wall, workers / len(images), (c1 - c0) / len(images)
 
 
 def _noop_cost(cluster, n: int = 400) -> float:
@@ -82,7 +89,7 @@ def _noop_cost(cluster, n: int = 400) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def _per_image_costs(repeats: int = 3) -> dict[str, float]:
+def _per_image_costs(repeats: int = 3) -> dict[str, tuple[float, float]]:
     """Explain, and audit (explain + deletion + insertion, 32 steps), one image in-process."""
     model = explainer.load_model(ROOT / "models/efficientnet_lite0/model.onnx")
     image = ROOT / "models/efficientnet_lite0/examples/coffee.png"
@@ -100,10 +107,10 @@ def _per_image_costs(repeats: int = 3) -> dict[str, float]:
         run()  # warm (the gradient graph is built or read from the cache here)
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run()
-            times.append(time.perf_counter() - t0)
-        out[name] = statistics.median(times)
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
+        out[name] = (_med(times, 0), _med(times, 1))
     return out
 
 
@@ -112,8 +119,8 @@ def measure(rounds: int) -> str:
     start = _dt.datetime.now(_dt.timezone.utc)
     work = _workloads()
     models = {k: explainer.load_model(m) for k, (m, _) in work.items()}
-    inproc: dict[str, list[float]] = {k: [] for k in work}
-    wall: dict[tuple[str, int], list[float]] = {(k, n): [] for k in work for n in (1, 2)}
+    inproc: dict[str, list[tuple[float, float]]] = {k: [] for k in work}
+    wall: dict[tuple[str, int], list[tuple[float, float, float]]] = {(k, n): [] for k in work for n in (1, 2)}
     t0 = time.perf_counter()
     with connect(workers=1) as one, connect(workers=2) as two:
         clusters = {1: one, 2: two}
@@ -133,6 +140,10 @@ def measure(rounds: int) -> str:
     return _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, started)
 
 
+def _med(rows: list[tuple[float, ...]], j: int) -> float:
+    return statistics.median(r[j] for r in rows)
+
+
 def _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, started) -> str:
     import distributed
     import onnxruntime
@@ -141,27 +152,37 @@ def _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, starte
              f"- Date: {start:%Y-%m-%d %H:%M} UTC; {rounds} alternating rounds, medians",
              f"- Machine: `nproc` = {os.cpu_count()}, {platform.machine()}, no GPU, SHARED with other "
              f"jobs: load average (1, 5, 15 min) at start {', '.join(f'{v:.2f}' for v in load0)}, "
-             f"at end {', '.join(f'{v:.2f}' for v in load1)} (a load above 2 means the two workers did "
-             "not get two free cores: the 2-worker numbers are a floor)",
+             f"at end {', '.join(f'{v:.2f}' for v in load1)}. A load above 2 means the workers did "
+             "not get free cores: wall-clock rates and speed-ups are then floors; the CPU-time "
+             "columns do not depend on the load",
              f"- Versions: Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
              f"distributed {distributed.__version__}; every session one intra-op thread (EXPLAINER_THREADS=1)",
              "- How to reproduce: `.venv/bin/python benchmarks/bench_cluster.py`", "",
-             "| workload | images | in-process s/image | 1 worker images/s | 2 workers images/s | "
-             "speed-up | overhead per task, 1 / 2 workers (ms) |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| workload | images | in-process s/image (CPU s) | 1 worker images/s | 2 workers images/s | "
+             "wall speed-up 2 vs 1 | CPU per image on the cluster, workers + client (s) | "
+             "CPU overhead per task (ms) | 2 workers on 2 free cores, from CPU time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k, (_, images) in work.items():
-        t = statistics.median(inproc[k])
-        w1, w2 = statistics.median(wall[(k, 1)]), statistics.median(wall[(k, 2)])
         n = len(images)
-        lines.append(f"| {k} occlusion | {n} | {t:.4f} | {n / w1:.1f} | {n / w2:.1f} | {w1 / w2:.2f}x | "
-                     f"{(w1 / n - t) * 1e3:.1f} / {(2 * w2 / n - t) * 1e3:.1f} |")
-    lines += ["", "Overhead per task: 1 worker = wall / images - in-process time per image (decoding, "
-              "pickling the Explanation back, scheduling); 2 workers = 2 x wall / images - in-process "
-              "time, which also holds any core the shared machine did not give.", "",
-              f"Empty tasks (400, 1 worker): {noop * 1e3:.2f} ms per task (the round-trip floor). Starting "
-              f"a 1- and a 2-worker LocalCluster and building both models on every worker: {started:.1f} s.", "",
+        t, cpu = _med(inproc[k], 0), _med(inproc[k], 1)
+        w1, w2 = _med(wall[(k, 1)], 0), _med(wall[(k, 2)], 0)
+        rows = wall[(k, 1)] + wall[(k, 2)]
+        workers, client = _med(rows, 1), _med(rows, 2)
+        overhead = workers + client - cpu
+        lines.append(f"| {k} occlusion | {n} | {t:.4f} ({cpu:.4f}) | {n / w1:.1f} | {n / w2:.1f} | "
+                     f"{w1 / w2:.2f}x | {workers:.4f} + {client:.4f} | {overhead * 1e3:.1f} | "
+                     f"{2 / (workers + client):.1f} images/s = {2 * cpu / (workers + client):.2f}x in-process |")
+    lines += ["", "CPU overhead per task = (workers' + this process's CPU time per image on the cluster) "
+              "- in-process CPU time per image: decoding the bytes, pickling the task and the "
+              "Explanation, scheduling, the client's bookkeeping. \"2 workers on 2 free cores\" is "
+              "2 / (that CPU time per image): the rate when nothing else runs on the machine.", "",
+              f"Empty tasks (400, 1 worker): {noop * 1e3:.2f} ms wall per task (the round-trip floor). "
+              f"Starting a 1- and a 2-worker LocalCluster and building both models on every worker: "
+              f"{started:.1f} s.", "",
               "Per-image cost, bundled EfficientNet-Lite0 224x224, coffee.png, one thread, in-process, "
               "median of 3 (for docs/cluster.md; audit = the method + deletion and insertion curves of "
-              "32 steps): " + ", ".join(f"{k} {v:.2f} s" for k, v in costs.items()) + ".", ""]
+              "32 steps), wall / CPU seconds:", "", "| per image | wall s | CPU s |", "|---|---:|---:|"]
+    lines += [f"| {k} | {w:.2f} | {c:.2f} |" for k, (w, c) in costs.items()] + [""]
     return "\n".join(lines)
 
 

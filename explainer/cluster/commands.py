@@ -76,7 +76,8 @@ def explain(args: argparse.Namespace, model: Model, info: Any, options: dict[str
         for path, _ in todo:
             load_input(model, path)
             check_size(path)
-    tasks = ((explain_task, (model.describe(), model.spec.sha256, info.name, options, args.server_side,
+    described = model.describe()
+    tasks = ((explain_task, (described, model.spec.sha256, info.name, options, args.server_side,
                              args.target, image_task(path) if info.needs_image else None))
              for path, _ in todo)
     layout = model.spec.preprocessing.layout
@@ -119,7 +120,8 @@ def audit_prefill(args: argparse.Namespace, progress: bool) -> "Prefill | None":
         order = sorted(missing)
         for i in order:
             check_size(a.paths[i])
-        tasks = ((audit_task, (a.model.describe(), a.model.spec.sha256, list(missing[i]), steps, seed,
+        described = a.model.describe()
+        tasks = ((audit_task, (described, a.model.spec.sha256, list(missing[i]), steps, seed,
                                int(a.predicted[i]), image_task(a.paths[i]),
                                None if a.objects is None else np.asarray(a.objects[i])))
                  for i in order)
