@@ -26,6 +26,7 @@ section and writes it into benchmarks/RESULTS.md (``--no-write``: print only).
 from __future__ import annotations
 
 import argparse
+import math
 import datetime as _dt
 import os
 import platform
@@ -81,12 +82,29 @@ def _on_cluster(cluster: Any, model: Any, images: list[Path]) -> tuple[float, fl
     return wall, workers / len(images), (c1 - c0) / len(images)
 
 
-def _noop_cost(cluster, n: int = 400) -> float:
+def _noop_cost(cluster: Any, n: int = 400) -> tuple[float, float]:
+    """Wall and CPU (workers + this process) seconds per empty task."""
     tasks = [(_noop, (i,)) for i in range(n)]
     run_tasks(cluster, tasks[:20], 20, lambda i, r: None)  # warm
+    w0, c0 = cluster.client.run(time.process_time), time.process_time()
     t0 = time.perf_counter()
     run_tasks(cluster, tasks, len(tasks), lambda i, r: None)
-    return (time.perf_counter() - t0) / n
+    wall = time.perf_counter() - t0
+    c1, w1 = time.process_time(), cluster.client.run(time.process_time)
+    return wall / n, (sum(w1[a] - w0.get(a, 0.0) for a in w1) + c1 - c0) / n
+
+
+def _estimate(costs: dict[str, tuple[float, float]], overhead: float) -> list[str]:
+    """docs/cluster.md's paper estimate: 10^6 images on one-thread workers at 90% utilisation."""
+    lines = ["Paper estimate for 10^6 images (docs/cluster.md): per image the CPU seconds above + "
+             f"{overhead * 1e3:.0f} ms of task overhead (CPU, lite0 row above, capped below by the "
+             "empty task's), one-thread workers at 90% utilisation:", "",
+             "| 10^6 images | core-hours | workers for 24 h | workers for 8 h |", "|---|---:|---:|---:|"]
+    for k, (_, cpu) in costs.items():
+        total = 1e6 * (cpu + overhead)
+        lines.append(f"| {k} | {total / 3600:,.0f} | {math.ceil(total / (0.9 * 86400))} | "
+                     f"{math.ceil(total / (0.9 * 28800))} |")
+    return lines + [""]
 
 
 def _per_image_costs(repeats: int = 3) -> dict[str, tuple[float, float]]:
@@ -176,13 +194,17 @@ def _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, starte
               "- in-process CPU time per image: decoding the bytes, pickling the task and the "
               "Explanation, scheduling, the client's bookkeeping. \"2 workers on 2 free cores\" is "
               "2 / (that CPU time per image): the rate when nothing else runs on the machine.", "",
-              f"Empty tasks (400, 1 worker): {noop * 1e3:.2f} ms wall per task (the round-trip floor). "
+              f"Empty tasks (400, 1 worker): {noop[0] * 1e3:.2f} ms wall and {noop[1] * 1e3:.2f} ms CPU "
+              "(worker + client + scheduler) per task: Dask's own floor. "
               f"Starting a 1- and a 2-worker LocalCluster and building both models on every worker: "
               f"{started:.1f} s.", "",
               "Per-image cost, bundled EfficientNet-Lite0 224x224, coffee.png, one thread, in-process, "
               "median of 3 (for docs/cluster.md; audit = the method + deletion and insertion curves of "
               "32 steps), wall / CPU seconds:", "", "| per image | wall s | CPU s |", "|---|---:|---:|"]
     lines += [f"| {k} | {w:.2f} | {c:.2f} |" for k, (w, c) in costs.items()] + [""]
+    lite0 = wall[("lite0", 1)] + wall[("lite0", 2)]
+    lite0_overhead = _med(lite0, 1) + _med(lite0, 2) - _med(inproc["lite0"], 1)
+    lines += _estimate(costs, max(noop[1], lite0_overhead))
     return "\n".join(lines)
 
 

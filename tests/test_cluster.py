@@ -92,14 +92,21 @@ def test_explain_on_cluster_equals_single_process_and_resumes(cluster, tmp_path,
         ["work"] + [f"{k}-{m}" for k in ("single", "cluster") for m in ("occlusion", "integrated-gradients")])
 
 
-def test_audit_on_two_workers_equals_single_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("per_class", [2, pytest.param(None, marks=pytest.mark.slow)])
+def test_audit_on_two_workers_equals_single_process(per_class, tmp_path, monkeypatch):
+    """``per_class=None``: the issue's check, the whole shortcut test set with default settings."""
     monkeypatch.chdir(tmp_path)
-    work = _subset(tmp_path / "work", 3)
+    if per_class is None:
+        (tmp_path / "work").mkdir()
+        testset, masks, steps = SHORTCUT / "testset", SHORTCUT / "masks" / "object", []
+    else:
+        work = _subset(tmp_path / "work", per_class)
+        testset, masks, steps = work / "testset", work / "masks", ["--steps", "8"]
     runs = {}
     for name, extra in (("single", []), ("cluster", ["--workers", "2"])):
         runs[name] = tmp_path / name
-        assert main(["audit", str(work / "testset"), "--model", MODEL, "--out", str(runs[name]), "--steps", "8",
-                     "--masks", str(work / "masks"), "--quiet", *extra]) == 0
+        assert main(["audit", str(testset), "--model", MODEL, "--out", str(runs[name]), *steps,
+                     "--masks", str(masks), "--quiet", *extra]) == 0
     a, b = runs["single"], runs["cluster"]
     for name in ("index.html", "results.json", "tsne.csv"):  # findings, metrics and every map drawn
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
