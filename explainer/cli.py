@@ -16,6 +16,7 @@ from . import api
 from .audit import commands as audit_commands
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES
 from .console import console, shown
+from .cluster import commands as cluster_commands
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem
 from .output_set import check_out_dir, explain_settings, is_complete, output_bytes, signals_as_interrupt
@@ -108,6 +109,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="pixel attributions: Gaussian sigma in pixels before clipping (default 0)")
     _model_options(e)
     add_method_options(e, chosen_method(argv) if argv is not None else None)
+    cluster_commands.add_options(e)
     s = sub.add_parser("triton-server", help="run a local Triton server (127.0.0.1) for a model repository")
     s.add_argument("--repo", type=Path, help="a Triton model repository with ONNX models (default: the "
                    "checkout's triton_repo, or one serving the bundled model)")
@@ -180,6 +182,7 @@ def cmd_examples(args: argparse.Namespace) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
+    on_cluster = cluster_commands.requested(args)  # checks --workers / --scheduler before the model loads
     model = _load(args)
     info = METHODS[args.method]
     options = _method_options(args, info)
@@ -199,16 +202,22 @@ def cmd_explain(args: argparse.Namespace) -> None:
     todo = [(p, s) for p, s in zip(args.images or [info.name], stems)
             if not (args.resume and is_complete(out / f"{s if s == info.name else s + '.' + info.name}.json",
                                                 settings[s]))]
-    inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     progress = not args.quiet and sys.stderr.isatty()
+
+    def write(result: Any, stem: str) -> list[Path]:
+        # --save-input writes the (1, C, H, W) NCHW tensor whatever the model's layout: the layout of the
+        # attributions, and of the .npy inputs `explain` reads back
+        return result.save(out, stem, save_input=args.save_input and result.input is not None,
+                           settings=settings[stem], display=display)
+
+    if on_cluster:  # validates every image first too, without keeping them
+        return cluster_commands.explain(args, model, info, options, todo, len(stems) - len(todo), progress, write)
+    inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     run = serving_commands.explainer_for(model, info, options, args.server_side)
     summary = []
     for path, stem, image in tqdm(inputs, desc="images", unit="image", disable=not progress or len(inputs) < 2):
         result = run(image, args.target, progress=progress)
-        # --save-input writes the (1, C, H, W) NCHW tensor whatever the model's layout: the layout of the
-        # attributions, and of the .npy inputs `explain` reads back
-        written = result.save(out, stem, save_input=args.save_input and result.input is not None,
-                              settings=settings[stem], display=display)
+        written = write(result, stem)
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})
         if not args.json and not args.quiet:
             print(f"{shown(path)}: {shown(result.label)} ({result.score:.3f}) -> "

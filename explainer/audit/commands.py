@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..backends.triton.export import add_repo_options
+from ..cluster import commands as cluster_commands
 
 
 def _names(text: str) -> list[str]:
@@ -42,6 +43,7 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--json", action="store_true", help="print the result as JSON instead of the verdict")
     model_options(a)
+    cluster_commands.add_options(a)
 
 
 def cmd_export_layers(args: argparse.Namespace) -> None:
@@ -70,9 +72,10 @@ def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[a
 
         _methods(args.methods)  # refuse unknown methods before loading the model
         progress = not args.quiet and sys.stderr.isatty()
+        prefill = cluster_commands.audit_prefill(args, progress)  # None without --workers / --scheduler
         result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,
                        layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
-                       progress=progress, data=args.data, sanity_layers=args.sanity_layers,
+                       progress=progress and prefill is None, prefill=prefill, data=args.data, sanity_layers=args.sanity_layers,
                        pointing_tolerance="auto" if args.pointing_tolerance is None else args.pointing_tolerance)
         if args.json:
             print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,

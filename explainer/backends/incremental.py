@@ -19,7 +19,7 @@ import numpy as np
 from ..graph.incremental import Prefix, prefix, segment, with_cut_outputs
 from ..graph.incremental_plan import Plan, changed_range, crop_start, plan
 from .base import Model, ModelBase
-from .cpu_parallel import cpu_cores
+from .cpu_parallel import cpu_cores, session_options
 from .onnx_safety import in_memory_bytes, load_in_memory
 
 MIN_SPEEDUP = 1.2
@@ -66,6 +66,7 @@ class IncrementalModel(ModelBase):
         providers = list(getattr(model, "providers", ["CPUExecutionProvider"]))
         cuts = [s.start for s in chosen.segments[1:]] + [chosen.last]
         cache = ort.InferenceSession(in_memory_bytes(with_cut_outputs(pre, cuts), "incremental model"),
+                                     session_options(),
                                      providers=providers)
         names = [o.name for o in cache.get_outputs()]
         values = cache.run(None, {pre.input: x.astype(np.float32)})
@@ -169,10 +170,7 @@ class IncrementalModel(ModelBase):
 def _session(model: bytes, providers: list[str], workers: int) -> Any:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    if workers > 1:
-        options.intra_op_num_threads = 1
-    return ort.InferenceSession(model, options, providers=providers)
+    return ort.InferenceSession(model, session_options(1 if workers > 1 else 0), providers=providers)
 
 
 def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int]) -> tuple[Model, dict[str, Any]]:

@@ -23,6 +23,7 @@ from ..graph.features import FeatureView, view_of
 from ..graph.inspect import layers
 from ..graph.outputs import MEANS_OUTPUT, layer_means_model, resolve_tensor
 from .base import batch_slices
+from .cpu_parallel import session_options
 from .feed import feed_array
 from .onnx_safety import in_memory_bytes, load_in_memory, read_onnx
 
@@ -37,7 +38,7 @@ def _new_session(proto: onnx.ModelProto, providers: Sequence[str], what: str) ->
 
     try:
         data = in_memory_bytes(proto, what)
-        return ort.InferenceSession(data, providers=list(providers))
+        return ort.InferenceSession(data, session_options(), providers=list(providers))
     except InputError:
         raise
     except Exception as e:

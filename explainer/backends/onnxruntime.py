@@ -17,6 +17,7 @@ from .isolation import probe_inputs, probe_session, run_isolated, run_with_deadl
 from .onnx_device import cuda_device_id, is_device_array, predict_device
 from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked, read_onnx
 from . import onnx_derived
+from .cpu_parallel import session_options
 from .base import (OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, check_batch, default_labels,
                    to_layout)
 from .feed import feed_array, pad_rows
@@ -92,7 +93,7 @@ class OnnxModel(ModelBase):
                 run_isolated(probe_session, (str(self.path),) + job, str(self.path))
                 graph_cache.store(verdict, b"passed", {"kind": "probe"})
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=self.providers)
+            self.session = ort.InferenceSession(str(self.path), session_options(), providers=self.providers)
         except Exception as e:
             reason = str(e).splitlines()[0][:200]
             raise InputError(f"{self.path}: ONNX Runtime cannot load this model ({reason})") from None
