@@ -33,7 +33,7 @@ def test_audit_reports_mprt_and_pointing_game(tmp_path, capsys):
     images, masks = _small_set(tmp_path)
     args = ["audit", str(images), "--model", str(SHORTCUT / "model.onnx"), "--masks", str(masks),
             "--methods", "occlusion,grad-cam", "--out", str(tmp_path / "out"), "--steps", "4",
-            "--sanity-layers", "3", "--quiet"]
+            "--sanity-layers", "3", "--quiet", "--json"]
     assert main(args) == 0
     sanity = json.loads(capsys.readouterr().out)["sanity"]
     assert sanity["pointing_tolerance"] == 4  # 15 px at 224, scaled to 64
