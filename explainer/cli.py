@@ -19,7 +19,9 @@ from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem
 from .export_command import add_parser as add_export_gradients, cmd_export_gradients
-from .graph.inspect import default_feature_layer, layers
+from .graph.feature_default import default_feature
+from .graph.gradients import uncovered_operators
+from .graph.inspect import layers
 from .cli_methods import FLAGS, METHODS, add_method_options, chosen_method
 from .methods.common import load_input
 from .paths import bundled_examples, package_version
@@ -173,12 +175,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     remote = model.backend == "triton"  # a served model: no graph, but the deployed companion models
     proto = None if remote else read_onnx(spec.source, max_bytes=args.max_model_bytes)
     all_layers = [] if remote else layers(proto)
-    feature = None if remote else default_feature_layer(proto, spec.preprocessing.layout)
+    found = None if remote else default_feature(proto, spec.preprocessing.layout)
+    feature = found[0] if found else None
     deployed = None
     if remote:
-        from .backends.triton.inventory import companions
-
-        deployed = companions(model)
+        deployed = model.deployed()
         default = next((c["layers"][0] for c in deployed if c.get("default_layer") and c["layers"]), None)
         feature = argparse.Namespace(name=default) if default else None
         named = dict.fromkeys(layer for c in deployed for layer in c["layers"])
@@ -191,6 +192,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         "preprocessing": json.loads(spec.preprocessing.to_json()),
         "preprocessing_source": spec.preprocessing_source,
         "default_feature_layer": feature.name if feature else None,
+        "feature_view": found[1].describe() if found else None,
+        "uncovered_operators": None if remote else uncovered_operators(proto),
         "layers": [{"name": lay.name, "op": lay.op_type, "output": lay.output,
                     "shape": list(lay.shape) if lay.shape is not None else None} for lay in all_layers],
     }
@@ -202,6 +205,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     for key in ("model", "sha256", "input", "output", "preprocessing", "preprocessing_source",
                 "default_feature_layer"):
         print(f"{key}: {info[key]}")
+    if not remote:
+        print(f"feature_view: {info['feature_view']}")
+        missing = info["uncovered_operators"]
+        print("gradient methods: " + (f"not available, no gradient rule for {', '.join(missing)}" if missing
+                                      else "all operators on the input-to-output path are covered"))
     print(f"layers ({len(all_layers)}{', through the deployed models below' if remote else ''}):")
     for lay in info["layers"]:
         print(f"  {lay['name']:40s} {lay['op'] or '':20s} {lay['shape'] or ''}")

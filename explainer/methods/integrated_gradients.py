@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Model, scores
+from ..model import Model, logit_view, scores
 from ..errors import InputError
 from ..explanation import Explanation
 from ..imaging import preprocess
@@ -117,6 +117,7 @@ def integrated_gradients(model: Model, image: Any, target: int | str | None = No
         ``params["completeness_history"]`` ([m, gap] per round).
     """
     require_gradients(model, "integrated-gradients")
+    model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     num_steps = check_positive_int("num_steps", num_steps)
     tolerance = _tolerance(completeness_tolerance)
     path_points(1, integration)  # checks the rule before any inference
