@@ -49,8 +49,8 @@ def _saturated(tmp_path, softmax=False):
 
 @pytest.mark.parametrize("softmax", [False, True])
 def test_saturated_probability_gradient_is_exact(tmp_path, softmax):
-    """A logit model (score="probability") and the same model ending in Softmax (the default
-    score is then the probability): the exact float64 map, not 0."""
+    """A logit model and the same model ending in Softmax, score="probability": the exact
+    float64 map, not 0."""
     model, x, w, b = _saturated(tmp_path, softmax)
     a = np.stack([np.maximum(x[0, 0], 0), np.maximum(-x[0, 0], 0)]).astype(np.float64)
     z = w @ a.mean(axis=(1, 2)) + b
@@ -60,7 +60,7 @@ def test_saturated_probability_gradient_is_exact(tmp_path, softmax):
     dz = p[0] * np.array([p[1] + p[2], -p[1], -p[2]])
     alpha = dz @ w / 16  # spatial mean of d p_0 / d A_c = sum_j dz_j W[j, c] / (h w)
     want = np.maximum(np.tensordot(alpha, a, axes=1), 0)
-    e = grad_cam(model, x, 0, output_upsampling="none", **({} if softmax else {"score": "probability"}))
+    e = grad_cam(model, x, 0, score="probability", output_upsampling="none")
     assert np.ptp(e.map) > 0 and "constant_map" not in e.params and e.params["score"] == "probability"
     np.testing.assert_allclose(e.map, want, rtol=1e-4, atol=1e-6 * want.max())
     # the raw gradient through the model's API: exact too, not 0 for the top class's own term
