@@ -39,6 +39,7 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     a.add_argument("--pointing-tolerance", type=int, help="pixels (default: 15 at 224, scaled to the input)")
     a.add_argument("--sanity-layers", type=int, default=5,
                    help="randomise the top N layers per method (model-parameter randomisation; 0: skip)")
+    a.add_argument("--sanity-images", type=int, default=1, help="images the randomisation check averages over")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     model_options(a)
 
@@ -72,6 +73,7 @@ def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[a
         result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,
                        layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
                        progress=progress, data=args.data, sanity_layers=args.sanity_layers,
+                       sanity_images=args.sanity_images,
                        pointing_tolerance="auto" if args.pointing_tolerance is None else args.pointing_tolerance)
         print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
                           "flags": result.flags, "sanity": result.sanity}, indent=2, allow_nan=False))
