@@ -62,17 +62,24 @@ def test_audit_api_reports_mprt_without_masks(tmp_path):
 @pytest.mark.slow
 def test_shortcut_pointing_game_at_the_defaults():
     """The 24 watermarked test images (called circles because of it): each method's maximum lies
-    within 4 px of the watermark on at least 95% of them, at the defaults (prediction difference on
-    6 of them, sampling from the triangle folder: its cost at stride 1)."""
+    within 4 px of the watermark on at least 95% of them, at the defaults (for time: RISE on 12 of
+    them, prediction difference on 6, sampling from the triangle folder)."""
     model = explainer.load_model(SHORTCUT / "model.onnx")
     found = discover()
     marked = sorted(p for p in (SHORTCUT / "testset").rglob("*.png")
                     if read_image(SHORTCUT / "masks" / "watermark" / p.parent.name / p.name).any())
     assert len(marked) == 24
-    runs = {m: (marked, {}) for m in ("occlusion", "rise", "integrated-gradients", "grad-cam", "cam")}
+    runs = {m: (marked, {}) for m in ("occlusion", "integrated-gradients", "grad-cam", "cam")}
+    runs["rise"] = (marked[::2], {})
     runs["prediction-difference"] = (marked[::4], {"data": SHORTCUT / "testset" / "triangle"})
     for name, (paths, kw) in runs.items():
         hits = [metrics.pointing_game(found[name].function(model, p, None, **kw).map,
                                       read_image(SHORTCUT / "masks" / "watermark" / p.parent.name / p.name)
                                       .max(axis=2) > 0, tolerance=4) for p in paths]
         assert np.mean(hits) >= 0.95, (name, np.mean(hits))
+    # LIME (29% by pixels): its top superpixel holds the watermark, but is larger than it (README)
+    for p in marked[::6]:
+        e = found["lime"].function(model, p, None)
+        top = e.arrays["feature_map"] == np.argmax(e.arrays["feature_importance"])
+        mask = read_image(SHORTCUT / "masks" / "watermark" / p.parent.name / p.name).max(axis=2) > 0
+        assert (top & mask).any() and top.sum() > mask.sum()

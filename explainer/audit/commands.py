@@ -40,6 +40,7 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     a.add_argument("--pointing-tolerance", type=int, help="pixels (default: 15 at 224, scaled to the input)")
     a.add_argument("--sanity-layers", type=int, default=5,
                    help="randomise the top N layers per method (model-parameter randomisation; 0: skip)")
+    a.add_argument("--sanity-images", type=int, default=1, help="images the randomisation check averages over")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--json", action="store_true", help="print the result as JSON instead of the verdict")
     model_options(a)
@@ -75,7 +76,8 @@ def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[a
         prefill = cluster_commands.audit_prefill(args, progress)  # None without --workers / --scheduler
         result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,
                        layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
-                       progress=progress and prefill is None, prefill=prefill, data=args.data, sanity_layers=args.sanity_layers,
+                       progress=progress and prefill is None, prefill=prefill, data=args.data,
+                       sanity_layers=args.sanity_layers, sanity_images=args.sanity_images,
                        pointing_tolerance="auto" if args.pointing_tolerance is None else args.pointing_tolerance)
         if args.json:
             print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,

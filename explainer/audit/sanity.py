@@ -17,6 +17,7 @@ from ..methods.common import ImageInput
 from .records import Audit
 
 STILL_SIMILAR = 0.5  # Spearman at the last step above which a map still resembles the original
+DECORRELATED = 0.2  # ... and below which it no longer does
 
 
 def mprt(a: Audit, infos: dict[str, MethodInfo], kwargs: Callable[[MethodInfo], dict[str, Any]], *,
@@ -87,6 +88,8 @@ def _reading(r: dict[str, Any]) -> str:
     n = len(r["layers"])
     if last >= STILL_SIMILAR:
         return f"still resembles the original after randomising {n} layers (rho {last:.2f})"
+    if last >= DECORRELATED:
+        return f"partly decorrelates: rho {last:.2f} after randomising {n} layers"
     return f"decorrelates: rho {last:.2f} after randomising {n} layers"
 
 
