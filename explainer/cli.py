@@ -220,7 +220,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     stems = [safe_stem(Path(p).stem) for p in args.images] if info.needs_image else [info.name]
     if len(set(stems)) != len(stems):
         raise InputError("two images share a file name; their outputs would overwrite each other")
-    out = check_out_dir(args.out, len(stems) * output_bytes(model.spec))  # before any computing
+    out = check_out_dir(args.out, output_bytes(model.spec))  # before any computing: room for one set
     settings = {s: explain_settings(model, info.name, options, args.target, p if info.needs_image else None,
                                     args.save_input) for p, s in zip(args.images or [info.name], stems)}
     todo = [(p, s) for p, s in zip(args.images or [info.name], stems)
