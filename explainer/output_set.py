@@ -101,6 +101,7 @@ def _jsonable(v: Any) -> Any:
 def _commit(data: dict[Path, bytes]) -> list[Path]:
     temps: list[tuple[str, Path]] = []
     done: list[Path] = []
+    path = next(iter(data), Path("."))
     try:
         for path, content in data.items():
             if path.suffix == ".json":
@@ -117,13 +118,12 @@ def _commit(data: dict[Path, bytes]) -> list[Path]:
                     os.replace(tmp, path)
                     done.append(path)
             except BaseException:
-                for path in done:  # all or nothing
+                for written in done:  # all or nothing
                     with contextlib.suppress(OSError):
-                        path.unlink()
+                        written.unlink()
                 raise
     except OSError as e:
-        raise InputError(f"cannot write {temps[-1][1] if temps else 'the outputs'}: "
-                         f"{e.strerror or type(e).__name__}") from None
+        raise InputError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
     finally:
         for tmp, _ in temps:
             if os.path.exists(tmp):
