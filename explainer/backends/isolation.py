@@ -69,6 +69,7 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._runs: dict[int, tuple[float, Any]] = {}
         self._next = 0
+        self._wake_at = float("inf")  # when the thread next looks (it is woken only for a sooner deadline)
         self._thread: threading.Thread | None = None
 
     def add(self, deadline: float, options: Any) -> int:
@@ -78,7 +79,8 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._watch, name="explainer-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if deadline < self._wake_at:
+                self._cond.notify()
             return self._next
 
     def remove(self, token: int) -> None:
@@ -93,8 +95,8 @@ class _Watchdog:
                     if deadline <= now:
                         options.terminate = True
                         del self._runs[token]
-                soonest = min((d for d, _ in self._runs.values()), default=now + 60.0)
-                self._cond.wait(max(0.01, soonest - now))
+                self._wake_at = min((d for d, _ in self._runs.values()), default=now + 60.0)
+                self._cond.wait(max(0.01, self._wake_at - now))
 
 
 _WATCHDOG = _Watchdog()
