@@ -195,7 +195,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         raise InputError(f"--sign applies to {', '.join(PIXEL_METHODS)}, not to --method {info.name}")
     display = DisplayOptions(view=args.view, sign=args.sign, clip_percentile=args.clip_percentile,
                              smooth=args.smooth)
-    out = check_out_dir(args.out, len(stems) * output_bytes(model.spec))  # before any computing
+    out = check_out_dir(args.out, output_bytes(model.spec))  # before any computing: room for one set
     settings = {s: {**explain_settings(model, info.name, options, args.target, p if info.needs_image else None,
                                        args.save_input), "display": display.to_dict()}
                 for p, s in zip(args.images or [info.name], stems)}  # a new --view redraws the PNG

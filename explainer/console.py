@@ -21,6 +21,9 @@ from typing import Any, Iterator, TextIO
 from .errors import redact
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# what the stream lets through besides newline and tab: a progress bar's carriage return and
+# cursor-up (tqdm); values inside a line go through shown(), which lets nothing through
+_STREAM_CONTROL = re.compile(r"\x1b(?!\[A)|[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
 _LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
@@ -35,13 +38,14 @@ def shown(value: Any) -> str:
 
 
 class SafeStream:
-    """A text stream wrapper that redacts and escapes control characters (not ``\\n``, ``\\t``)."""
+    """A text stream wrapper that redacts and escapes control characters (not newline, tab, and a
+    progress bar's carriage return and cursor-up)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(_CONTROL.sub(_escape, redact(text)) if text else text)
+        self._stream.write(_STREAM_CONTROL.sub(_escape, redact(text)) if text else text)
         return len(text)
 
     def __getattr__(self, name: str) -> Any:

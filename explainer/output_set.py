@@ -101,6 +101,7 @@ def _jsonable(v: Any) -> Any:
 def _commit(data: dict[Path, bytes]) -> list[Path]:
     temps: list[tuple[str, Path]] = []
     done: list[Path] = []
+    path = next(iter(data), Path("."))
     try:
         for path, content in data.items():
             if path.suffix == ".json":
@@ -117,13 +118,12 @@ def _commit(data: dict[Path, bytes]) -> list[Path]:
                     os.replace(tmp, path)
                     done.append(path)
             except BaseException:
-                for path in done:  # all or nothing
+                for written in done:  # all or nothing
                     with contextlib.suppress(OSError):
-                        path.unlink()
+                        written.unlink()
                 raise
     except OSError as e:
-        raise InputError(f"cannot write {temps[-1][1] if temps else 'the outputs'}: "
-                         f"{e.strerror or type(e).__name__}") from None
+        raise InputError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
     finally:
         for tmp, _ in temps:
             if os.path.exists(tmp):
@@ -275,8 +275,9 @@ def explain_settings(model: Any, method: str, options: Mapping[str, Any], target
             "input": file_sha256(path) if path is not None and path.is_file() else str(source)}
 
 
-def output_bytes(spec: Any, arrays: int = 4) -> int:
-    """A generous estimate of one image's output set: ``arrays`` float32 maps of the input size
-    and 2 MiB for the PNG and the JSON."""
+def output_bytes(spec: Any, arrays: int = 3) -> int:
+    """An estimate of one image's output set: ``arrays`` float32 maps of the input size (the map,
+    extras) plus 256 KiB for the PNG and the JSON. Sets are written one at a time, so a run
+    needs room for the next one; a disk that fills later fails that set alone, cleanly."""
     h, w = spec.preprocessing.size
-    return arrays * 4 * int(h) * int(w) * max(1, int(spec.preprocessing.channels)) + (2 << 20)
+    return arrays * 4 * int(h) * int(w) + (256 << 10)

@@ -179,6 +179,7 @@ def image_corpus(folder: Path, seed: int = 0) -> list[Path]:
 
 
 PLACES = ("initializer", "constant", "constant_of_shape", "sparse_initializer", "subgraph", "function")
+HIDDEN_ONLY = ("training_info", "function_default")  # held by the format, not run by ONNX Runtime
 
 
 def _to_external(t: TensorProto, fields: dict) -> bytes:
@@ -227,6 +228,8 @@ def hidden_weights_model(folder: Path, place: str, weights: np.ndarray, **fields
                                               [helper.make_node("Constant", [], ["out"], value=w)],
                                               [helper.make_opsetid("", 17)]))
         nodes.append(helper.make_node("MakeW", [], ["W"], domain="local"))
+    if place in HIDDEN_ONLY:  # the model itself uses an ordinary W
+        inits.append(numpy_helper.from_array(weights.astype(np.float32), "W"))
     nodes += [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
               helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
               helper.make_node("MatMul", ["flat", "W"], ["logits"])]
@@ -234,8 +237,14 @@ def hidden_weights_model(folder: Path, place: str, weights: np.ndarray, **fields
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])], inits,
                               sparse_initializer=sparse)
+    if place == "function_default":  # a function attribute's default value
+        functions.append(helper.make_function("local", "Unused", [], ["o"], [], [helper.make_opsetid("", 17)]))
+        functions[-1].attribute_proto.append(helper.make_attribute("w", w))
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("local", 1)] if functions else [])
     model = helper.make_model(graph, opset_imports=opsets, functions=functions)
+    if place == "training_info":
+        init = helper.make_graph([], "init", [], [], [w])
+        model.training_info.append(onnx.TrainingInfoProto(initialization=init))
     model.ir_version = 8
     path = folder / "m.onnx"
     path.write_bytes(model.SerializeToString())

@@ -174,3 +174,12 @@ def test_a_dribbling_server_cannot_outlast_the_request_timeout(capsys, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code in (2, 3) and len(err) == 1 and ("timeout" in err[0] or "timed out" in err[0]), err
     assert elapsed < 3 * timeout + 3, elapsed
+
+
+@pytest.mark.parametrize("layer", ["logits", "z"])
+def test_derived_sessions_run_under_the_same_limit(short_limit, tmp_path, layer):
+    model = explainer.load_model(looping_model(tmp_path / "loop.onnx", 1e4))
+    bright = np.full((1, 3, 8, 8), 100, np.float32)
+    with pytest.raises(explainer.ModelError, match="did not finish one batch within 2 s"):
+        model.activations(bright, ["logits"])
+    np.testing.assert_allclose(model.activations(bright / 1e4, [layer])[layer].ravel()[:2], [1.92, 1.92], rtol=1e-5)

@@ -179,8 +179,12 @@ def test_preprocess_refuses_non_pixels(pixels):
 
 
 @pytest.mark.parametrize("shape", [(3, 8, 8), (1, 3, 8, 9), (1, 1, 8, 8), (2, 8, 8, 3), (1, 3, 8, 8, 1)])
-def test_predict_refuses_wrong_batches(tmp_path, shape):
-    model = explainer.load_model(linear_classifier(tmp_path / "m.onnx", np.ones((2, 3, 8, 8), np.float32)))
+@pytest.mark.parametrize("backend", ["onnxruntime", "function"])
+def test_predict_refuses_wrong_batches(tmp_path, shape, backend):
+    if backend == "function":
+        model = explainer.from_function(lambda x: x.reshape(len(x), -1)[:, :2], input_shape=(3, 8, 8))
+    else:
+        model = explainer.load_model(linear_classifier(tmp_path / "m.onnx", np.ones((2, 3, 8, 8), np.float32)))
     with pytest.raises(explainer.InputError, match="batch"):
         model.predict(np.zeros(shape, np.float32))
 

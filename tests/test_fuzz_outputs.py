@@ -263,3 +263,11 @@ def test_a_bad_run_deadline_is_exit_2(capsys, monkeypatch, run, value):
     monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", value)
     assert main(["classify", str(run[2][0]), "--model", str(run[1])]) == 2
     assert "EXPLAINER_RUN_TIMEOUT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["file", "under_file", "devnull"])
+def test_audit_refuses_an_unusable_out_before_loading(capsys, run, tmp_path, kind):
+    d, model, _ = run
+    code = main(["audit", str(d), "--model", str(model), "--out", str(_out_case(tmp_path, kind))])
+    err = capsys.readouterr().err
+    assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1, err

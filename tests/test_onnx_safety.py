@@ -77,7 +77,7 @@ def test_range_past_end_and_size_cap(tmp_path):
 
 # --- every place the format can hold a tensor (issue 14, classes 1 and 2) ---
 
-from hostile import PLACES, hidden_weights_model  # noqa: E402
+from hostile import HIDDEN_ONLY, PLACES, hidden_weights_model  # noqa: E402
 
 from explainer.backends.onnx_safety import all_tensors  # noqa: E402
 
@@ -88,7 +88,7 @@ def _expected_w(place):
     return np.full_like(W, W[0, 0]) if place == "constant_of_shape" else W
 
 
-@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("place", PLACES + HIDDEN_ONLY)
 def test_walk_visits_every_place(tmp_path, place):
     path = hidden_weights_model(tmp_path / "m", place, W)
     proto = onnx.load(str(path), load_external_data=False)
@@ -126,11 +126,13 @@ ATTACKS = ("hardlink", "symlink", "traversal", "absolute", "past_end", "nul", "l
            "offset_text", "offset_negative", "offset_float", "offset_superscript", "length_negative",
            "length_arabic")
 FAST = {("sparse_initializer", "hardlink"), ("function", "symlink"), ("constant", "traversal"),
+        ("training_info", "hardlink"), ("function_default", "traversal"),
         ("subgraph", "offset_superscript"), ("constant_of_shape", "nul"), ("initializer", "length_arabic")}
 
 
 @pytest.mark.parametrize("place, kind", [
-    pytest.param(p, k, marks=() if (p, k) in FAST else pytest.mark.slow) for p in PLACES for k in ATTACKS])
+    pytest.param(p, k, marks=() if (p, k) in FAST else pytest.mark.slow) for p in PLACES + HIDDEN_ONLY
+    for k in ATTACKS])
 def test_unsafe_reference_refused_in_every_place(tmp_path, place, kind):
     fields, reason = _attack(tmp_path, kind)
     path = hidden_weights_model(tmp_path / "m", place, W, **fields)

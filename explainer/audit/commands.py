@@ -69,9 +69,11 @@ def cmd_export_layers(args: argparse.Namespace) -> None:
 def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[argparse.Namespace], None]]:
     """Handlers by subcommand; ``load(args)`` opens the model as the CLI does."""
     def cmd_audit(args: argparse.Namespace) -> None:
+        from ..output_set import check_out_dir
         from .run import _methods, audit
 
         _methods(args.methods)  # refuse unknown methods before loading the model
+        check_out_dir(args.out)  # and an unusable --out before computing
         progress = not args.quiet and sys.stderr.isatty()
         prefill = cluster_commands.audit_prefill(args, progress)  # None without --workers / --scheduler
         result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,

@@ -20,6 +20,7 @@ from ..graph.incremental import Prefix, prefix, segment, with_cut_outputs
 from ..graph.incremental_plan import Plan, changed_range, crop_start, plan
 from .base import Model, ModelBase
 from .cpu_parallel import cpu_cores, session_options
+from .isolation import run_with_deadline
 from .onnx_safety import in_memory_bytes, load_in_memory
 
 MIN_SPEEDUP = 1.2
@@ -125,13 +126,13 @@ class IncrementalModel(ModelBase):
             out_lo, out_hi = changed_range(seg.changed, ext_out, y0, y1)
             start = crop_start(seg.geometry, out_lo, ext_in, np.array(seg.crop))
             crops = self._crops((worker, seg.start), batch, start, seg.crop, values, origin, lo, hi)
-            values = session.run(None, {seg.start: crops})[0]
+            values = run_with_deadline(session, None, {seg.start: crops}, "an incremental segment")[0]
             origin, lo, hi = start // seg.geometry.stride, out_lo, out_hi
         full = self._buffer((worker, "suffix"), (n,) + self.cached[self.plan.last].shape[1:])
         full[...] = self.cached[self.plan.last]
         shape = np.array(full.shape[2:])
         self._paste(full, np.zeros((n, 2), int), shape, values, origin, lo, hi)
-        return np.asarray(chain[-1].run([self.output], {self.plan.last: full})[0],
+        return np.asarray(run_with_deadline(chain[-1], [self.output], {self.plan.last: full}, "the model")[0],
                           np.float32).reshape(n, -1)
 
     def _crops(self, key: tuple[int, str], batch: np.ndarray, start: np.ndarray, crop: tuple[int, int],

@@ -16,6 +16,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 import types
 from typing import Any, Callable, Iterator
 
@@ -48,9 +49,7 @@ def run_with_deadline(session: Any, outputs: list[str] | None, feed: dict[str, A
 
     limit = model_timeout()
     options = ort.RunOptions()
-    timer = threading.Timer(limit, lambda: setattr(options, "terminate", True))
-    timer.daemon = True
-    timer.start()
+    token = _WATCHDOG.add(time.monotonic() + limit, options)
     try:
         return session.run(outputs, feed, options)
     except Exception as e:
@@ -59,7 +58,48 @@ def run_with_deadline(session: Any, outputs: list[str] | None, feed: dict[str, A
                              f"(${TIMEOUT_ENV})") from None
         raise e
     finally:
-        timer.cancel()
+        _WATCHDOG.remove(token)
+
+
+class _Watchdog:
+    """One daemon thread that sets ``terminate`` on the RunOptions of runs past their deadline
+    (a thread per run would cost more than a small model's batch)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._runs: dict[int, tuple[float, Any]] = {}
+        self._next = 0
+        self._wake_at = float("inf")  # when the thread next looks (it is woken only for a sooner deadline)
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, options: Any) -> int:
+        with self._cond:
+            self._next += 1
+            self._runs[self._next] = (deadline, options)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._watch, name="explainer-watchdog", daemon=True)
+                self._thread.start()
+            if deadline < self._wake_at:
+                self._cond.notify()
+            return self._next
+
+    def remove(self, token: int) -> None:
+        with self._cond:
+            self._runs.pop(token, None)
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, options) in list(self._runs.items()):
+                    if deadline <= now:
+                        options.terminate = True
+                        del self._runs[token]
+                self._wake_at = min((d for d, _ in self._runs.values()), default=now + 60.0)
+                self._cond.wait(max(0.01, self._wake_at - now))
+
+
+_WATCHDOG = _Watchdog()
 
 
 def address_space_limit(memory_bytes: int) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from ..graph.outputs import MEANS_OUTPUT, layer_means_model, resolve_tensor
 from .base import batch_slices
 from .cpu_parallel import session_options
 from .feed import feed_array
+from .isolation import run_with_deadline
 from .onnx_safety import in_memory_bytes, load_in_memory, read_onnx
 
 
@@ -59,7 +60,8 @@ def activations(model: Any, batch: np.ndarray, names: Sequence[str], *,
     session, tensors = model.derived[key]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for s in batch_slices(len(batch), mini_batch_size):
-        outs = session.run(list(tensors), {model.spec.input_name: feed_array(model, batch[s])})
+        outs = run_with_deadline(session, list(tensors), {model.spec.input_name: feed_array(model, batch[s])},
+                                 str(model.path))
         for name, value in zip(names, outs):
             parts[name].append(np.asarray(value, dtype=np.float32))
     return {name: np.concatenate(v, axis=0) for name, v in parts.items()}
@@ -93,7 +95,7 @@ def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
         wl[:m] = weights[s]
         feed = {spec.input_name: feed_array(model, np.pad(batch[s], [(0, pad)] + [(0, 0)] * 3)),
                 "logit_weights": wl, "probability_weights": np.zeros_like(wl)}
-        got_means, grad = session.run([MEANS_OUTPUT, "gradient"], feed)
+        got_means, grad = run_with_deadline(session, [MEANS_OUTPUT, "gradient"], feed, str(model.path))
         grad = np.asarray(grad, np.float32)[:m]
         grads.append(grad.transpose(0, 3, 1, 2) if spec.preprocessing.layout == "NHWC" else grad)
         means.append(np.asarray(got_means, np.float32).reshape(m + pad, -1)[:m])

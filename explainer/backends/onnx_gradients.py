@@ -13,6 +13,7 @@ from ..graph.gradients import gradient_model
 from .cpu_parallel import SessionSet, cpu_cores, plan, sample_bytes
 from .feed import feed_array
 from .onnx_derived import load_with_weights
+from .isolation import run_with_deadline
 from .onnx_safety import in_memory_bytes
 
 
@@ -118,7 +119,7 @@ def _run(model: Any, session: Any, part: np.ndarray, wl: np.ndarray, wp: np.ndar
     feed = {model.spec.input_name: feed_array(model, part),
             "logit_weights": wl, "probability_weights": wp}
     names = [model.spec.output_name, "gradient"] + (["activations"] if layer is not None else [])
-    got = session.run(names, feed)
+    got = run_with_deadline(session, names, feed, "the gradient model")
     out = np.asarray(got[0], dtype=np.float32).reshape(got[0].shape[0], -1)[:n]
     grad = np.asarray(got[1], dtype=np.float32)[:n]
     if layer is None and layout == "NHWC":

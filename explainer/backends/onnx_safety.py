@@ -23,10 +23,15 @@ MAX_LOCATION_CHARS = 1024
 def all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """Every tensor the format can hold: initializers, sparse initializers (values and indices),
     tensor attributes (Constant, ConstantOfShape, ...) and sparse attributes, in the main graph,
-    every subgraph (If, Loop, Scan bodies) and every function body."""
+    every subgraph (If, Loop, Scan bodies), every function body (and its attribute defaults)
+    and the training-info graphs."""
     yield from _graph_tensors(proto.graph)
     for function in proto.functions:
         yield from _node_tensors(function.node)
+        yield from _attribute_tensors(function.attribute_proto)
+    for info in proto.training_info:
+        yield from _graph_tensors(info.initialization)
+        yield from _graph_tensors(info.algorithm)
 
 
 def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -38,16 +43,20 @@ def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
 
 def _node_tensors(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]:
     for node in nodes:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            for sparse in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
-                yield from (sparse.values, sparse.indices)
-            if a.HasField("g"):
-                yield from _graph_tensors(a.g)
-            for g in a.graphs:
-                yield from _graph_tensors(g)
+        yield from _attribute_tensors(node.attribute)
+
+
+def _attribute_tensors(attributes: Iterable[onnx.AttributeProto]) -> Iterator[onnx.TensorProto]:
+    for a in attributes:
+        if a.HasField("t"):
+            yield a.t
+        yield from a.tensors
+        for sparse in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
+            yield from (sparse.values, sparse.indices)
+        if a.HasField("g"):
+            yield from _graph_tensors(a.g)
+        for g in a.graphs:
+            yield from _graph_tensors(g)
 
 
 def external_reference(tensor: onnx.TensorProto, path: Path) -> tuple[str, int, int | None]:
@@ -170,7 +179,9 @@ def in_memory_bytes(proto: onnx.ModelProto, what: str) -> bytes:
 
 def _safe_location(location: str, folder: Path, path: Path) -> Path:
     bad = f"{path}: unsafe external data location {location[:200]!r}"
-    if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location:
+    if not location:
+        raise InputError(bad + " (empty)")
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location:
         raise InputError(bad + " (absolute)")
     parts = Path(location.replace("\\", "/")).parts
     if ".." in parts:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ...errors import InputError, ModelError
-from ..base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
+from ..base import OUTPUT_KINDS, ModelSpec, batch_slices, check_batch, default_labels, to_layout
 from ..onnxruntime import _preprocessing
 from .capabilities import TritonCapabilities
 from .client import infer, model_config
@@ -198,7 +198,7 @@ class TritonModel(TritonCapabilities):
         -------
         outputs : (N, K) float32 ndarray
         """
-        n = batch.shape[0]
+        n = check_batch(batch, self.spec).shape[0]
         data = to_layout(np.asarray(batch, dtype=self._dtype), self.spec.preprocessing.layout)
         step = 1 if self._unbatched and not self.spec.fixed_batch_size else \
             request_step(n, data[:1].nbytes, self.max_batch_size, self.spec.fixed_batch_size)
