@@ -11,6 +11,7 @@ from ..methods.gradient_maps import deconvnet, gradient, guided_backprop
 from ..methods.integrated_gradients import integrated_gradients
 from ..methods.prediction_difference import prediction_difference
 from ..paths import bundled_examples
+from ..visualization.rules import DisplayOptions
 from . import Figure
 from .context import Context
 from .drawing import explained, figure, picture
@@ -33,9 +34,9 @@ def gradient_page(ctx: Context) -> bytes:
              f"integrated gradients ({ctx.settings.ig_steps} steps)")]
     e0 = maps[0][0]
     return figure([picture(inp.original, f"{IMAGE}.png: {e0.label} ({e0.score:.2f})"),
-                   *[explained(e, title) for e, title in maps]],
-                  title="Gradient attribution methods side by side (|attribution| summed over channels, "
-                        "99th-percentile clipped)", width=3.9, height=3.3)
+                   *[explained(e, title, DisplayOptions(view="crop")) for e, title in maps]],
+                  title="Gradient attribution methods side by side on the model's input (|attribution| "
+                        "summed over channels, 99th-percentile clipped)", width=3.9, height=3.3)
 
 
 def _pd(ctx: Context, sampling: str, **kw: Any) -> Any:
