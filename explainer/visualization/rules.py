@@ -33,16 +33,17 @@ PIXEL_METHODS = ("gradient", "guided-backprop", "deconvnet", "integrated-gradien
 SIGN_CMAPS = {"absolute": "inferno_r", "positive": "Greens", "negative": "Reds", "all": "RdBu_r"}
 UNITS = {
     "occlusion": "drop in {score} when occluded",
-    "lime": "LIME surrogate importance (change in {score})",
-    "rise": "RISE saliency (mean {score} with the pixel kept)",
-    "grad-cam": "Grad-CAM: ReLU(sum of gradient-weighted activations)",
-    "cam": "CAM: class-weighted activations",
+    "lime": "LIME importance ({score})",
+    "rise": "RISE saliency (mean {score})",
+    "grad-cam": "Grad-CAM relevance (a.u.)",
+    "cam": "CAM relevance (a.u.)",
     "activations": "activation of channel {channel}",
-    "prediction-difference": "weight of evidence, log2 odds (red: for)",
+    "prediction-difference": "evidence, log2 odds (red: for)",
+    "prediction-difference/logit": "activation difference (red: for)",
     "gradient": "d {score} / d input",
-    "guided-backprop": "guided-backprop gradient of {score}",
-    "deconvnet": "deconvnet signal of {score}",
-    "integrated-gradients": "integrated-gradients attribution ({score} units)",
+    "guided-backprop": "guided backprop ({score})",
+    "deconvnet": "deconvnet ({score})",
+    "integrated-gradients": "IG attribution ({score})",
 }
 
 
@@ -120,8 +121,8 @@ def kind_of(explanation: "Explanation") -> str:
 
 def unit_label(explanation: "Explanation", suffix: str = "") -> str:
     """The colour-bar label: what the value means, in which unit."""
-    text = UNITS.get(explanation.method, "relevance ({score})")
     score = explanation.params.get("score", "probability")
+    text = UNITS.get(f"{explanation.method}/{score}", UNITS.get(explanation.method, "relevance ({score})"))
     return text.format(score=score, channel=explanation.params.get("channel", "?")) + suffix
 
 
@@ -177,7 +178,7 @@ def shown(explanation: "Explanation", options: DisplayOptions | None = None) -> 
         v = np.clip(v, -lim, lim)
         alpha = np.clip(np.abs(v) / lim, 0, 1) * o.alpha * 1.8
         lo = -lim if sign == "all" else 0.0
-        label = unit_label(explanation, f" [{sign}, clip p{o.clip_percentile:g}]")
+        label = unit_label(explanation, f" [{sign}, p{o.clip_percentile:g}]")
         return Shown(v, SIGN_CMAPS[sign], lo, lim, _alpha(alpha, v), label, kind)
     if o.sign is not None:
         raise InputError(f"--sign applies to pixel attributions ({', '.join(PIXEL_METHODS)}), "
