@@ -47,6 +47,7 @@ CASES = {
                                     {"s": R.normal(size=(4, 5))}, 17, True),
     "layer_norm_decomposed": (DECOMPOSED_LN, (3, 6), {"two": 2.0, "eps": 1e-3, "s": R.normal(size=6)}, 13),
     "gather_class_token": ([N("Gather", ["x", "i"], ["y"], axis=1)], (5, 4), {"i": np.array(0)}),
+    "gather_one_index_negative": ([N("Gather", ["x", "i"], ["y"], axis=2)], (3, 5), {"i": np.array([-2])}),
     "gather_matrix_negative": ([N("Gather", ["x", "i"], ["y"], axis=2)], (3, 5),
                                {"i": np.array([[1, -1], [1, 0]])}, 17, True),
     "gather_elements": ([N("GatherElements", ["x", "i"], ["y"], axis=1)], (4, 3),
