@@ -173,3 +173,18 @@ def test_every_method_runs_on_every_zoo_model(name, tmp_path):
                 continue  # deep dream maximises channel means of 4-D maps
         e = info.function(z.model, z.x if info.needs_image else None, 0, **options)
         assert np.all(np.isfinite(e.map)) and e.map.size > 1, (method, name)
+
+
+def test_hidden_layers_use_the_graph_layout():
+    # the NHWC-input model is NCHW inside: its last feature map has 32 channels, not 3
+    nhwc = Zoo("nhwc")
+    layer = nhwc.model.default_feature_layer()
+    assert nhwc.model.layer_channels(layer) == 32
+    # a ConvNeXt block's LayerNorm runs channels-last: layer means are over (h, w) per channel
+    z = Zoo("convnext")
+    tensor = "/blocks/blocks.0/norm/LayerNormalization_output_0"
+    assert z.model.feature_view(tensor).layout == "NHWC" and z.model.layer_channels(tensor) == 16
+    w = np.zeros((1, 16), np.float32)
+    w[0, 2] = 1
+    means, _ = z.model.layer_mean_gradients(z.x, w, tensor)
+    np.testing.assert_allclose(means[0], z.model.activations(z.x, [tensor])[tensor][0].mean(axis=(0, 1)), atol=1e-5)

@@ -80,12 +80,20 @@ def layer_channels(model: Any, layer: str) -> int:
     return int(shape[axis])
 
 
+def _rank(model: Any, layer: str) -> int | None:
+    proto = read_onnx(model.path)
+    tensor = resolve_tensor(proto, layer)
+    shape = next((lay.shape for lay in layers(proto) if lay.output == tensor), None)
+    return None if shape is None else len(shape)
+
+
 def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
                          layer: str) -> tuple[np.ndarray, np.ndarray]:
     """Channel means of ``layer`` (N, C') and d sum(weights * means) / d input (N, C, H, W)."""
     key = ("layer_means", layer)
     if key not in model.derived:
-        derived = gradient_model(layer_means_model(load_with_weights(model.path), layer))
+        last = feature_view(model, layer).layout == "NHWC" if _rank(model, layer) == 4 else False
+        derived = gradient_model(layer_means_model(load_with_weights(model.path), layer, channels_last=last))
         model.derived[key] = _new_session(derived, model.providers, "layer-mean gradient model")
     session, spec = model.derived[key], model.spec
     n, count = len(batch), weights.shape[1]
@@ -154,7 +162,8 @@ def linear_head(model: Any) -> tuple[str, np.ndarray]:
 
 def hidden_unit_model(model: Any, layer: str) -> Any:
     """An OnnxModel whose outputs are the feature-map means of ``layer`` (N, C), same device and preprocessing."""
-    derived = layer_means_model(onnx.load(str(model.path)), layer)
+    last = feature_view(model, layer).layout == "NHWC" if _rank(model, layer) == 4 else False
+    derived = layer_means_model(onnx.load(str(model.path)), layer, channels_last=last)
     pre = model.spec.preprocessing
     device = "gpu" if model.providers[0] == "CUDAExecutionProvider" else "cpu"
     with tempfile.TemporaryDirectory(prefix="explainer-") as tmp:
