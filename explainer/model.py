@@ -263,8 +263,7 @@ def scores(outputs: np.ndarray, spec: ModelSpec, score: str) -> np.ndarray:
     if spec.output_kind == "probabilities":
         if score == "logit":
             raise InputError("score='logit' needs a model that outputs logits; this one outputs probabilities "
-                             "(on an ONNX file ending in Softmax, the gradient methods, grad-cam and cam explain "
-                             "the logits before the Softmax)")
+                             "and its logits are not in reach (on an ONNX file ending in Softmax they are)")
         return out
     if score == "logit":
         return out

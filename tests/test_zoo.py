@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+import explainer
+
 from explainer.errors import InputError
 from explainer.graph.feature_default import default_feature
 from explainer.methods import discover
@@ -137,10 +139,26 @@ def test_inspect_names_the_feature_layer_grid_and_coverage():
     assert info["feature_view"]["layout"] == "tokens" and info["feature_view"]["grid"] == [4, 4]
 
 
-def test_logit_score_on_a_softmax_model_is_the_logit_before_the_softmax():
+def test_logit_score_on_a_softmax_model_is_the_logit_before_the_softmax(tmp_path):
+    import onnx
+
     z = Zoo("softmax_head")
+    logit = float(z.score(z.x.astype(np.float64), 1, "logit")[0])
     e = discover()["gradient"].function(z.model, z.x, 1, score="logit")
-    assert e.score == pytest.approx(float(z.score(z.x.astype(np.float64), 1, "logit")[0]), rel=1e-4)
+    assert e.score == pytest.approx(logit, rel=1e-4)
+    # occlusion on the Softmax model's logits = occlusion on the same network cut before its Softmax
+    cut = onnx.load(str(z.path))
+    softmax = cut.graph.node[-1]
+    assert softmax.op_type == "Softmax"
+    cut.graph.node.remove(softmax)
+    cut.graph.output[0].name = softmax.input[0]
+    onnx.save(cut, str(tmp_path / "logits.onnx"))
+    plain = explainer.load_model(tmp_path / "logits.onnx")
+    options = dict(score="logit", mask_size=8, stride=8)
+    o = discover()["occlusion"].function(z.model, z.x, 1, **options)
+    ref = discover()["occlusion"].function(plain, z.x, 1, **options)
+    assert o.score == pytest.approx(logit, rel=1e-4)
+    np.testing.assert_allclose(o.map, ref.map, rtol=1e-4, atol=1e-6 * np.abs(ref.map).max())
 
 
 SMALL = {"occlusion": dict(mask_size=8, stride=8), "lime": dict(num_samples=40, num_features=4),

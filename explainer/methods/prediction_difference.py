@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..model import Model
+from ..model import Model, logit_view
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation.engine import check_batch_size
@@ -185,6 +185,7 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
     if k > min(shape):
         raise InputError(f"window_size {k} is larger than the {shape[0]}x{shape[1]} input")
     sampler, l_ = _sampler(sampling, data, model, k, patch_size, cache_dir, xp)
+    model = logit_view(model, score)  # a Softmax-ended ONNX model: the logits before the Softmax
     prep = prepare(model, image, target, score)
     n_cls = model.spec.num_classes if num_classes == "auto" else _positive("num_classes", num_classes)
     cost = prediction_difference_cost(shape, window_size=k, stride=step, num_samples=s,
