@@ -171,7 +171,8 @@ class ModelBase:
         raise self._lacks(f"layer {layer!r}", "an ONNX file or a deployed companion model")
 
     def default_feature_layer(self) -> str:
-        raise self._lacks("layer 'auto'", "an ONNX file; name a layer with --layer")
+        raise self._lacks("layer 'auto'", "an ONNX file (else name a layer: --feature-layer for grad-cam, "
+                                          "--layer otherwise)")
 
     def linear_head(self) -> tuple[str, np.ndarray]:
         raise self._lacks("cam", "the fully connected weights of an ONNX file")

@@ -206,3 +206,18 @@ def test_hidden_layers_use_the_graph_layout():
     w[0, 2] = 1
     means, _ = z.model.layer_mean_gradients(z.x, w, tensor)
     np.testing.assert_allclose(means[0], z.model.activations(z.x, [tensor])[tensor][0].mean(axis=(0, 1)), atol=1e-5)
+
+
+def test_no_default_feature_layer_names_the_option(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    import onnx
+
+    w = numpy_helper.from_array(np.ones((3 * 8 * 8, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Sigmoid", ["f"], ["s"]),
+                               helper.make_node("MatMul", ["s", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    model = explainer.load_model(tmp_path / "m.onnx")
+    with pytest.raises(InputError, match="no default feature layer; name one with --feature-layer"):
+        discover()["grad-cam"].function(model, np.zeros((1, 3, 8, 8), np.float32), 0, score="logit")
