@@ -29,8 +29,13 @@ def infer_complete(model: onnx.ModelProto) -> onnx.ModelProto:
         added = _partial_shapes(inferred, known, opset)
         if not added:
             break
-        inferred.graph.value_info.extend(added)
-        inferred = onnx.shape_inference.infer_shapes(inferred, data_prop=True)
+        trial = onnx.ModelProto()
+        trial.CopyFrom(inferred)
+        trial.graph.value_info.extend(added)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(trial, data_prop=True)
+        except Exception:  # noqa: BLE001 - a partial shape inference rejects: keep what was inferred
+            break
     return inferred
 
 
