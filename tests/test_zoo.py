@@ -204,8 +204,26 @@ def test_hidden_layers_use_the_graph_layout():
     assert z.model.feature_view(tensor).layout == "NHWC" and z.model.layer_channels(tensor) == 16
     w = np.zeros((1, 16), np.float32)
     w[0, 2] = 1
-    means, _ = z.model.layer_mean_gradients(z.x, w, tensor)
+    means, grad = z.model.layer_mean_gradients(z.x, w, tensor)
     np.testing.assert_allclose(means[0], z.model.activations(z.x, [tensor])[tensor][0].mean(axis=(0, 1)), atol=1e-5)
+    # deep dream's gradient: d mean(channel 2) / d input against float64 central differences
+    from onnx import TensorProto, helper
+
+    from grad_check import reference
+    from zoo_check import H, to_float64
+
+    m64 = to_float64(z.proto)
+    del m64.graph.output[:]
+    m64.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.DOUBLE, None))
+    ev = reference(m64)
+    coords = np.random.default_rng(3).choice(z.x.size, 24, replace=False)
+    batch = np.repeat(z.x.astype(np.float64).reshape(1, -1), 48, axis=0)
+    batch[np.arange(0, 48, 2), coords] += H
+    batch[np.arange(1, 48, 2), coords] -= H
+    a = ev.run(None, {z.input: batch.reshape(48, 3, 32, 32)})[0]
+    objective = a[..., 2].mean(axis=(1, 2))
+    fd = (objective[0::2] - objective[1::2]) / (2 * H)
+    assert rel_l2(grad.reshape(-1)[coords], fd) <= TOL
 
 
 def test_no_default_feature_layer_names_the_option(tmp_path):
