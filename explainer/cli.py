@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -177,9 +178,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     feature = found[0] if found else None
     deployed = None
     if remote:
-        from .backends.triton.inventory import companions
-
-        deployed = companions(model)
+        deployed = model.deployed()
         default = next((c["layers"][0] for c in deployed if c.get("default_layer") and c["layers"]), None)
         feature = argparse.Namespace(name=default) if default else None
         named = dict.fromkeys(layer for c in deployed for layer in c["layers"])
@@ -254,11 +253,20 @@ COMMANDS["export-gradients"] = cmd_export_gradients
 COMMANDS.update(serving_commands.commands(_load))
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; errors print one line on stderr and return the error's exit status.
 
     2: bad input (``InputError``); 3: the model or server failed (``ModelError``,
-    ``ServerError``); 1: an internal error; 130: interrupted.
+    ``ServerError``); 1: an internal error; 130: interrupted; 0 when stdout's reader goes
+    away early (``explainer inspect | head``): what was asked for was read.
 
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
@@ -268,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
             COMMANDS[args.command](args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return 0
+    except BrokenPipeError:  # the reader went away (`explainer inspect | head`): stop quietly
+        _silence_stdout()
         return 0
     except ExplainerError as e:
         print(f"explainer: error: {e}", file=sys.stderr)

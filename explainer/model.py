@@ -12,7 +12,7 @@ model in another process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from .errors import CapabilityError, InputError
 from .graph.features import FeatureView
 from .graph.inspect import Layer
+from .model_views import LogitView, logit_view  # noqa: F401  (methods import them from here)
 from .imaging import Preprocessing
 
 OUTPUT_KINDS = ("logits", "probabilities")
@@ -144,6 +145,11 @@ class Model(Protocol):
         """A small picklable dict from which ``explainer.model_from_description`` rebuilds the model."""
         ...
 
+    def deployed(self) -> list[dict[str, Any]]:
+        """The companion models served next to this model (``model``, ``kind``, ``layers``, ...);
+        empty for a model run in-process."""
+        ...
+
 
 class ModelBase:
     """Defaults for every capability beyond ``predict``: each raises :class:`CapabilityError`."""
@@ -197,44 +203,8 @@ class ModelBase:
     def describe(self) -> dict[str, Any]:
         raise self._lacks("describe()", "a model that can be rebuilt from a description")
 
-
-class LogitView:
-    """A model that outputs probabilities from a final Softmax, seen through its logits.
-
-    ``predict`` returns the Softmax's input z (N, K) (``logits_tensor``, read through
-    ``activations``) and ``spec.output_kind`` is "logits"; gradients are the model's own
-    (their logit weights already address z). Everything else is the model's, but for
-    incremental inference and ``describe`` (which would give back probabilities).
-    """
-
-    accepts_device_arrays = False
-
-    def __init__(self, model: Any, tensor: str) -> None:
-        self._model, self._tensor = model, tensor
-        self.spec = replace(model.spec, output_kind="logits")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """The logits (N, K) float32 of an (N, C, H, W) batch."""
-        out = self._model.activations(batch, [self._tensor])[self._tensor]
-        return np.asarray(out, np.float32).reshape(len(out), -1)
-
-    def incremental(self, x: np.ndarray, box: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
-        return self, dict(path="full", reason="the logits of a Softmax-ended model are computed in full")
-
-    def describe(self) -> dict[str, Any]:
-        raise CapabilityError("a logit view of a model cannot be described; describe the model itself")
-
-
-def logit_view(model: Any, score: str) -> Any:
-    """``model``, or for score "logit" on a model ending in Softmax whose logits it can give, its LogitView."""
-    if score != "logit" or model.spec.output_kind != "probabilities":
-        return model
-    find = getattr(model, "logits_tensor", None)
-    tensor = find() if callable(find) else None
-    return LogitView(model, tensor) if tensor else model
+    def deployed(self) -> list[dict[str, Any]]:
+        return []
 
 
 GradientModel = Model  # the protocol is closed: every Model has gradients (or says it lacks them)

@@ -191,8 +191,12 @@ def _seed(b: Builder, g: onnx.GraphProto, out: str) -> tuple[str, str]:
         wl, wp = (b.node("Cast", [w], to=dtype) for w in (wl, wp))
     zf = z if shape is not None and len(shape) == 2 else b.node("Flatten", [z], axis=1)
     p = p or b.node("Softmax", [zf], axis=1)
-    dot = b.node("ReduceSum", [b.node("Mul", [p, wp]), b.ints([1])], keepdims=1)
-    gz = b.node("Add", [wl, b.node("Mul", [p, b.node("Sub", [wp, dot])])])
+    # d sum(wp * p) / dz = p * (wp - sum_j p_j wp_j), written as p * ((wp - c) + sum_j p_j (c - wp_j))
+    # with c = wp at the top class: exact for any c, and the top class's term (1 - p_top for a
+    # one-hot wp) is summed from the small p_j instead of cancelling to 0 when p_top rounds to 1
+    c = b.node("GatherElements", [wp, b.node("ArgMax", [zf], axis=1, keepdims=1)], axis=1)
+    rest = b.node("ReduceSum", [b.node("Mul", [p, b.node("Sub", [c, wp])]), b.ints([1])], keepdims=1)
+    gz = b.node("Add", [wl, b.node("Mul", [p, b.node("Add", [b.node("Sub", [wp, c]), rest])])])
     return z, (gz if zf == z else b.reshape_like(gz, z))
 
 

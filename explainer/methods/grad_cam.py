@@ -38,7 +38,7 @@ def _finish(model: Model, prep: Any, method: str, cam: np.ndarray, upsampling: s
 
 
 def grad_cam(model: Model, image: Any, target: int | str | None = None, *, feature_layer: str = "auto",
-             score: str = "probability", output_upsampling: str = "bicubic",
+             score: str = "auto", output_upsampling: str = "bicubic",
              progress: bool = False) -> Explanation:
     """Gradient-weighted class activation map.
 
@@ -54,7 +54,12 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
         A node or tensor name with a 4-D output, or (N, T, D) tokens on a patch grid; "auto":
         the default feature layer (MATLAB's ReLU rule, else the global pool's input, else the
         tokens entering the last attention block; graph/features.py).
-    score : {"probability", "logit"}
+    score : {"auto", "logit", "probability"}
+        "auto" (default): the logit, as pytorch-grad-cam, for a model that outputs logits or
+        ends in a Softmax whose input the graph gives; otherwise the probability. A confident
+        prediction's probability gradient is tiny (p (1 - p)), never exactly 0: it is computed
+        without saturating (see ``explainer.graph.gradients``), but the logit's map is the one
+        users expect.
     output_upsampling : {"bicubic", "nearest", "none"}
         "none" leaves the map at the feature layer's (h, w).
 
@@ -64,6 +69,7 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
     require_gradients(model, "grad-cam")
+    score = cam_score(model, score)
     model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     prep = prepare(model, image, target, score)
     layer = resolve_layer(model, feature_layer)
@@ -82,12 +88,24 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     return _finish(model, prep, "grad-cam", cam, output_upsampling, params)
 
 
-def cam(model: Model, image: Any, target: int | str | None = None, *, score: str = "probability",
+def cam_score(model: Model, score: str) -> str:
+    """The score CAM-type methods explain: "auto" is the logit, or the probability for a model
+    that outputs probabilities and whose logits it cannot give (``logits_tensor``)."""
+    if score == "auto":
+        find = getattr(model, "logits_tensor", None)
+        has_logits = model.spec.output_kind == "logits" or (callable(find) and find() is not None)
+        return "logit" if has_logits else "probability"
+    if score not in ("logit", "probability"):
+        raise InputError(f"score must be 'auto', 'logit' or 'probability', got {score!r}")
+    return score
+
+
+def cam(model: Model, image: Any, target: int | str | None = None, *, score: str = "auto",
         output_upsampling: str = "bicubic", progress: bool = False) -> Explanation:
     """Class activation map: sum_c W[target, c] A_c, A the features before the global pooling.
 
     The map is the target's logit before pooling (signed, unnormalised); ``score`` only
-    picks how the target and its score are reported. With score="logit", Grad-CAM on
+    picks how the target and its score are reported ("auto": the logit, see ``grad_cam``). With score="logit", Grad-CAM on
     the same layer equals ReLU(CAM) / (h * w). W comes from the ONNX file, or on a
     Triton endpoint from the deployed gradient model of the default feature layer
     (``export-gradients --layer auto``), checked to be that of a GAP + FC head.
@@ -97,6 +115,7 @@ def cam(model: Model, image: Any, target: int | str | None = None, *, score: str
     Explanation
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
+    score = cam_score(model, score)
     model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     try:
         head: tuple[str, np.ndarray] | None = model.linear_head()
