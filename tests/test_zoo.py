@@ -22,8 +22,9 @@ from zoo_check import NAMES, ZOO, Zoo, rel_l2
 
 FAST = {"vit", "convnext", "dynamic_hw"}
 TOL = 1e-2
-CAM_MODELS = {"dynamic_hw", "nhwc", "resnet_dynamo", "se_silu", "shufflenet", "softmax_head", "swin"}
-ATTENTION = {"vit", "vit_dynamo"}
+CAM_MODELS = {"dynamic_hw", "nhwc", "resnet_dynamo", "se_silu", "shufflenet", "softmax_head", "swin", "vit_registers"}
+ATTENTION = {"vit", "vit_dynamo", "vit_registers"}
+PREFIX = {"vit_registers": 3}  # a class token and two registers
 
 
 def tiered(names):
@@ -44,8 +45,8 @@ def test_default_feature_layer_on_every_zoo_model(name):
     found = default_feature(onnx.load(str(ZOO / f"{name}.onnx")), layout)
     assert found is not None
     layer, view = found
-    if name in ATTENTION:  # the tokens entering the last attention block, class token dropped
-        assert view.layout == "tokens" and view.grid == (4, 4) and view.prefix == 1
+    if name in ATTENTION:  # the tokens entering the last attention block, class (and register) tokens dropped
+        assert view.layout == "tokens" and view.grid == (4, 4) and view.prefix == PREFIX.get(name, 1)
     else:  # the NHWC-input model is NCHW inside; Swin's channels-last tokens are transposed before the pool
         assert view.layout == "NCHW" and len(layer.shape) == 4
 
@@ -113,12 +114,13 @@ def test_rollout_hand_derived():
 def test_attention_rollout_on_token_models(name):
     z = Zoo(name)
     e = discover()["attention-rollout"].function(z.model, z.x, None, output_upsampling="none")
-    assert e.map.shape == (4, 4) and e.params["layers"] == 2 and e.params["prefix_tokens"] == 1
+    prefix = PREFIX.get(name, 1)
+    assert e.map.shape == (4, 4) and e.params["layers"] == 2 and e.params["prefix_tokens"] == prefix
     assert np.all(e.map > 0) and e.map.sum() < 1  # the class token keeps part of its own attention
     att = z.model.attention()
     got = z.model.activations(z.x, list(att.tensors))
     r = rollout([got[t][0] for t in att.tensors])
-    np.testing.assert_allclose(e.map, r[0, 1:].reshape(4, 4), rtol=1e-5)
+    np.testing.assert_allclose(e.map, r[0, prefix:].reshape(4, 4), rtol=1e-5)
 
 
 def test_attention_rollout_refuses_models_without_global_attention(tmp_path):
