@@ -201,6 +201,14 @@ def test_hidden_layers_use_the_graph_layout():
     nhwc = Zoo("nhwc")
     layer = nhwc.model.default_feature_layer()
     assert nhwc.model.layer_channels(layer) == 32
+    # a ViT's token layer: D = 32 channels, averaged over the tokens
+    vit = Zoo("vit")
+    tokens = vit.model.default_feature_layer()
+    assert vit.model.layer_channels(tokens) == 32
+    w = np.zeros((1, 32), np.float32)
+    w[0, 5] = 1
+    means, _ = vit.model.layer_mean_gradients(vit.x, w, tokens)
+    np.testing.assert_allclose(means[0], vit.model.activations(vit.x, [tokens])[tokens][0].mean(axis=0), atol=1e-5)
     # a ConvNeXt block's LayerNorm runs channels-last: layer means are over (h, w) per channel
     z = Zoo("convnext")
     tensor = "/blocks/blocks.0/norm/LayerNormalization_output_0"
