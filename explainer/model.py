@@ -215,6 +215,16 @@ def to_layout(batch: np.ndarray, layout: str) -> np.ndarray:
     return batch if layout == "NCHW" else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
 
 
+def check_batch(batch: Any, spec: ModelSpec) -> np.ndarray:
+    """``batch`` when it is an (N, C, H, W) array of the model's input shape; InputError otherwise."""
+    shape = getattr(batch, "shape", None)
+    if shape is None or len(shape) != 4 or tuple(shape[1:]) != tuple(spec.input_shape):
+        got = list(shape) if shape is not None else type(batch).__name__
+        raise InputError(f"a batch for this model must have shape [N, {', '.join(map(str, spec.input_shape))}] "
+                         f"(NCHW), got {got}")
+    return batch
+
+
 def batch_slices(n: int, size: int) -> list[slice]:
     """Split ``range(n)`` into consecutive slices of at most ``size`` items."""
     if size < 1:
@@ -247,7 +257,10 @@ def resolve_target(target: int | str | None, spec: ModelSpec, top1: int) -> int:
     """Class index from an index, a label name or None (the top-1 class)."""
     if target is None:
         return int(top1)
-    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.strip().isdigit()):
+    if isinstance(target, bool):
+        raise InputError(f"target must be a class index or label, got {target!r}")
+    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.strip().isascii()
+                                                 and target.strip().isdigit()):
         idx = int(target)
         if not 0 <= idx < spec.num_classes:
             raise InputError(f"target {idx} is not a class: the model has classes 0..{spec.num_classes - 1}")

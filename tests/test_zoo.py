@@ -192,8 +192,9 @@ def test_every_method_runs_on_every_zoo_model(name, tmp_path):
             if z.model.feature_view(options["layer"]).layout == "tokens":
                 continue  # deep dream maximises channel means of 4-D maps
         e = info.function(z.model, z.x if info.needs_image else None, 0, **options)
-        # occlusion leaves pixels no mask covers NaN; everything else is finite
-        assert not np.isinf(e.map).any() and np.isfinite(e.map).mean() > 0.5 and e.map.size > 1, (method, name)
+        # NaN only where occlusion's windows leave pixels unmeasured (params["uncovered_pixels"])
+        assert np.isfinite(e.map).sum() == e.map.size - e.params.get("uncovered_pixels", 0), (method, name)
+        assert e.map.size > 1, (method, name)
 
 
 def test_hidden_layers_use_the_graph_layout():

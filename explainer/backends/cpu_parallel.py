@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnx
 
+from ..errors import InputError
 from .base import batch_slices
 
 CHUNK_BYTES = 16 * 2**20
@@ -28,8 +29,38 @@ MAX_WORKERS = 8
 _ITEM_BYTES = {onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8}
 
 
-@functools.lru_cache(maxsize=1)
+THREADS_ENV = "EXPLAINER_THREADS"  # caps every session's intra-op threads (cluster workers set 1)
+
+
+def thread_cap() -> int | None:
+    """``$EXPLAINER_THREADS`` as a positive integer, or None when unset."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"{THREADS_ENV} must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def cpu_cores() -> int:
+    """The CPUs this process may use: :func:`machine_cores`, capped by ``$EXPLAINER_THREADS``."""
+    return min(machine_cores(), thread_cap() or machine_cores())
+
+
+def session_options(threads: int = 0) -> Any:
+    """ONNX Runtime SessionOptions with ``threads`` intra-op threads (0: ORT's default), both
+    capped by ``$EXPLAINER_THREADS`` when it is set."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    cap = thread_cap()
+    if threads or cap:
+        options.intra_op_num_threads = min(threads or cap or 1, cap or threads)
+    return options
+
+
+@functools.lru_cache(maxsize=1)
+def machine_cores() -> int:
     """The CPUs this process may run on: its affinity, capped by a cgroup v2 CPU quota (read once)."""
     try:
         cores = len(os.sched_getaffinity(0))
@@ -124,9 +155,7 @@ class SessionSet:
 
         have = self.sessions.setdefault(threads, [])
         while len(have) < count:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            have.append(ort.InferenceSession(self.model, options, providers=self.providers))
+            have.append(ort.InferenceSession(self.model, session_options(threads), providers=self.providers))
         return have[:count]
 
     def run_pieces(self, n: int, run: Callable[[Any, slice], Any], chunk: int, workers: int,

@@ -15,6 +15,7 @@ from ..explanation import Explanation
 from ..graph.features import FeatureView, to_maps
 from . import MethodInfo, Option
 from .common import explanation, prepare
+from ..visualization.tiles import channel_tile
 
 UPSAMPLING = ("bicubic", "nearest")
 
@@ -97,7 +98,9 @@ def activations(model: Model, image: Any, target: int | str | None = None, *, la
     Explanation
         ``map`` : (H, W) the strongest channel (largest activation) upsampled to the
         input; ``arrays["activations"]`` : (C, h, w) float32; ``images["tile"]`` :
-        imtile(mat2gray) of the first ``num_channels`` channels (uint8);
+        (h', w', 3) uint8, mat2gray of the first ``num_channels`` channels (one scale, as
+        MATLAB's ``imtile(mat2gray(act))``) tiled with borders, channel numbers and a
+        title naming the layer (:func:`explainer.visualization.tiles.channel_tile`);
         ``params["channel"]`` : the strongest channel.
     """
     if output_upsampling not in UPSAMPLING:
@@ -117,7 +120,10 @@ def activations(model: Model, image: Any, target: int | str | None = None, *, la
     prep.stats.forward_passes += 1
     result = explanation(model, prep, "activations", relevance, params,
                          arrays={"activations": a.astype(np.float32)})
-    return dataclasses.replace(result, images={"tile": imtile(mat2gray(shown))})
+    title = (f"layer {layer}\nchannels 0-{shown.shape[0] - 1} of {a.shape[0]} ({a.shape[1]}x{a.shape[2]})"
+             "\none grey scale, white = strongest")
+    tile = channel_tile(mat2gray(shown), list(range(shown.shape[0])), title)
+    return dataclasses.replace(result, images={"tile": tile})
 
 
 METHODS = [MethodInfo("activations", activations, (
