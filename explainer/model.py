@@ -177,7 +177,8 @@ class ModelBase:
         raise self._lacks(f"layer {layer!r}", "an ONNX file or a deployed companion model")
 
     def default_feature_layer(self) -> str:
-        raise self._lacks("layer 'auto'", "an ONNX file; name a layer with --layer")
+        raise self._lacks("layer 'auto'", "an ONNX file (else name a layer: --feature-layer for grad-cam, "
+                                          "--layer otherwise)")
 
     def linear_head(self) -> tuple[str, np.ndarray]:
         raise self._lacks("cam", "the fully connected weights of an ONNX file")
@@ -243,8 +244,7 @@ def scores(outputs: np.ndarray, spec: ModelSpec, score: str) -> np.ndarray:
     if spec.output_kind == "probabilities":
         if score == "logit":
             raise InputError("score='logit' needs a model that outputs logits; this one outputs probabilities "
-                             "(on an ONNX file ending in Softmax, the gradient methods, grad-cam and cam explain "
-                             "the logits before the Softmax)")
+                             "and its logits are not in reach (on an ONNX file ending in Softmax they are)")
         return out
     if score == "logit":
         return out

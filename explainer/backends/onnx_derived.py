@@ -72,10 +72,23 @@ def layer_channels(model: Any, layer: str) -> int:
     proto = load_with_weights(model.path)
     tensor = resolve_tensor(proto, layer)
     shape = next((lay.shape for lay in layers(proto) if lay.output == tensor), None)
-    axis = 3 if shape is not None and len(shape) == 4 and feature_view(model, layer).layout == "NHWC" else 1
+    axis = len(shape) - 1 if shape is not None and _channels_last(model, layer) else 1
     if shape is None or len(shape) < 2 or not isinstance(shape[axis], int):
         raise InputError(f"layer {layer!r}: cannot tell its number of channels (shape {shape})")
     return int(shape[axis])
+
+
+def _channels_last(model: Any, layer: str) -> bool:
+    """Whether ``layer``'s channels are its last axis: an NHWC map, or (N, T, D) tokens on a grid."""
+    proto = read_onnx(model.path)
+    tensor = resolve_tensor(proto, layer)
+    shape = next((lay.shape for lay in layers(proto) if lay.output == tensor), None)
+    if shape is None or len(shape) not in (3, 4):
+        return False
+    try:
+        return feature_view(model, layer).layout in ("NHWC", "tokens")
+    except InputError:  # 3-D but not tokens on a grid
+        return False
 
 
 def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
@@ -83,7 +96,8 @@ def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
     """Channel means of ``layer`` (N, C') and d sum(weights * means) / d input (N, C, H, W)."""
     key = ("layer_means", layer)
     if key not in model.derived:
-        derived = gradient_model(layer_means_model(load_with_weights(model.path), layer))
+        derived = gradient_model(layer_means_model(load_with_weights(model.path), layer,
+                                                   channels_last=_channels_last(model, layer)))
         model.derived[key] = _new_session(derived, model.providers, "layer-mean gradient model")
     session, spec = model.derived[key], model.spec
     n, count = len(batch), weights.shape[1]
@@ -152,7 +166,7 @@ def linear_head(model: Any) -> tuple[str, np.ndarray]:
 
 def hidden_unit_model(model: Any, layer: str) -> Any:
     """An OnnxModel whose outputs are the feature-map means of ``layer`` (N, C), same device and preprocessing."""
-    derived = layer_means_model(load_in_memory(model.path), layer)
+    derived = layer_means_model(load_in_memory(model.path), layer, channels_last=_channels_last(model, layer))
     pre = model.spec.preprocessing
     device = "gpu" if model.providers[0] == "CUDAExecutionProvider" else "cpu"
     with tempfile.TemporaryDirectory(prefix="explainer-") as tmp:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from .shape_fill import infer_complete
+
 RELU_LIKE = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Selu", "HardSwish"}
 GATHERS = {"Add", "Concat", "Sum", "Max"}
 
@@ -22,7 +24,7 @@ class Layer:
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str | None, ...]]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_complete(model)
     except Exception:  # shape inference is a convenience here, never required
         inferred = model
     g = inferred.graph

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..model import Model
+from ..model import Model, logit_view
 from ..errors import InputError
 from ..validation import check_memory
 from ..explanation import Explanation
@@ -235,6 +235,7 @@ def lime(model: Model, image: Any, target: int | str | None = None, *, num_featu
                                              output_upsampling, kernel_width, mini_batch_size)
     check_quality(quality)
     xp = array_module(execution_environment)
+    model = logit_view(model, score)  # a Softmax-ended ONNX model: the logits before the Softmax
     prep = prepare(model, image, target, score)
     labels, kind, cells = feature_labels(prep, segmentation, num_features)
     nf = int(labels.max()) + 1

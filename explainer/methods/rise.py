@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..model import Model
+from ..model import Model, logit_view
 from ..errors import InputError
 from ..validation import check_memory
 from ..explanation import Explanation
@@ -139,6 +139,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     check_batch_size(mini_batch_size)
     check_quality(quality)
     xp = array_module(execution_environment)
+    model = logit_view(model, score)  # a Softmax-ended ONNX model: the logits before the Softmax
     prep = prepare(model, image, target, score)
     shape = prep.x.shape[2:]
     _check(num_masks, grid_size, keep_probability, seed, shape)
