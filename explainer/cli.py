@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +20,9 @@ from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem
 from .export_command import add_parser as add_export_gradients, cmd_export_gradients
-from .graph.inspect import default_feature_layer, layers
+from .graph.feature_default import default_feature
+from .graph.gradients import uncovered_operators
+from .graph.inspect import layers
 from .cli_methods import FLAGS, METHODS, add_method_options, chosen_method
 from .methods.common import load_input
 from .paths import bundled_examples, package_version
@@ -174,12 +177,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     remote = model.backend == "triton"  # a served model: no graph, but the deployed companion models
     proto = None if remote else read_onnx(spec.source, max_bytes=args.max_model_bytes)
     all_layers = [] if remote else layers(proto)
-    feature = None if remote else default_feature_layer(proto, spec.preprocessing.layout)
+    found = None if remote else default_feature(proto, spec.preprocessing.layout)
+    feature = found[0] if found else None
     deployed = None
     if remote:
-        from .backends.triton.inventory import companions
-
-        deployed = companions(model)
+        deployed = model.deployed()
         default = next((c["layers"][0] for c in deployed if c.get("default_layer") and c["layers"]), None)
         feature = argparse.Namespace(name=default) if default else None
         named = dict.fromkeys(layer for c in deployed for layer in c["layers"])
@@ -192,6 +194,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         "preprocessing": json.loads(spec.preprocessing.to_json()),
         "preprocessing_source": spec.preprocessing_source,
         "default_feature_layer": feature.name if feature else None,
+        "feature_view": found[1].describe() if found else None,
+        "uncovered_operators": None if remote else uncovered_operators(proto),
         "layers": [{"name": lay.name, "op": lay.op_type, "output": lay.output,
                     "shape": list(lay.shape) if lay.shape is not None else None} for lay in all_layers],
     }
@@ -203,6 +207,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     for key in ("model", "sha256", "input", "output", "preprocessing", "preprocessing_source",
                 "default_feature_layer"):
         print(f"{key}: {info[key]}")
+    if not remote:
+        print(f"feature_view: {info['feature_view']}")
+        missing = info["uncovered_operators"]
+        print("gradient methods: " + (f"not available, no gradient rule for {', '.join(missing)}" if missing
+                                      else "all operators on the input-to-output path are covered"))
     print(f"layers ({len(all_layers)}{', through the deployed models below' if remote else ''}):")
     for lay in info["layers"]:
         print(f"  {lay['name']:40s} {lay['op'] or '':20s} {lay['shape'] or ''}")
@@ -250,11 +259,20 @@ COMMANDS["export-gradients"] = cmd_export_gradients
 COMMANDS.update(serving_commands.commands(_load))
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; errors print one line on stderr and return the error's exit status.
 
     2: bad input (``InputError``); 3: the model or server failed (``ModelError``,
-    ``ServerError``); 1: an internal error; 130: interrupted.
+    ``ServerError``); 1: an internal error; 130: interrupted; 0 when stdout's reader goes
+    away early (``explainer inspect | head``): what was asked for was read.
 
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
@@ -264,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
             COMMANDS[args.command](args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return 0
+    except BrokenPipeError:  # the reader went away (`explainer inspect | head`): stop quietly
+        _silence_stdout()
         return 0
     except ExplainerError as e:
         print(f"explainer: error: {e}", file=sys.stderr)

@@ -12,10 +12,28 @@ from .methods import default_of, discover, flag_registry
 METHODS = discover()
 FLAGS = flag_registry(METHODS)  # refuses conflicting declarations of a shared flag, at import
 
+# What an option means when its declaration carries no help of its own (options shared by
+# several methods are described once here, so every method's --help explains each flag).
+COMMON_HELP = {
+    "--score": "differentiate / score the class probability or its logit",
+    "--seed": "random seed: the same seed gives the same map",
+    "--mini-batch-size": "images per forward pass (the map does not depend on it)",
+    "--output-upsampling": "how the map is resized to the input: bicubic, nearest or none",
+    "--mask-clipping": "on: windows stay inside the image; off: windows may hang over the edge",
+    "--integration": "quadrature rule along the path: riemann_right or trapezoid",
+    "--replacement": "what hides a superpixel: its mean colour or a blurred copy",
+    "--kernel-width": "width of LIME's exponential proximity kernel (cosine distance)",
+    "--sampling": "how a window is replaced: marginal (from data) or conditional (from its border)",
+    "--pyramid-levels": "octaves of the image pyramid (MATLAB 'PyramidLevels')",
+    "--pyramid-scale": "size ratio between octaves (MATLAB 'PyramidScale')",
+    "--step-size": "gradient ascent step per iteration (MATLAB 'StepSize')",
+    "--output-scaling": "linear: stretch each dream image to [0, 1] for display; none: keep pixel values (MATLAB 'OutputScaling')",
+}
+
 
 def _method_help(info: Any, opt: Any) -> str:
     default = default_of(info, opt.dest)
-    text = opt.kwargs.get("help", "")
+    text = opt.kwargs.get("help") or COMMON_HELP.get(opt.flag, "")
     if default is not None and default is not inspect.Parameter.empty \
             and "default" not in text:
         text = f"{text} (default: {default})".strip()

@@ -95,7 +95,8 @@ class Explanation:
         d["arrays"] = {k: list(np.shape(v)) for k, v in self.arrays.items()}
         d["images"] = {k: list(np.shape(v)) for k, v in self.images.items()}
         d["map_shape"] = list(self.map.shape)
-        d["map_min"], d["map_max"] = float(self.map.min()), float(self.map.max())
+        finite = self.map[np.isfinite(self.map)]  # NaN marks unmeasured pixels (occlusion)
+        d["map_min"], d["map_max"] = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
         return d
 
     def save(self, out_dir: str | Path, stem: str, *, save_input: bool = False,

@@ -172,11 +172,24 @@ def relevance_mass(relevance: np.ndarray, mask: np.ndarray) -> float:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two arrays (0.0 when either is constant)."""
+    """Spearman rank correlation of two arrays; NaN (undefined) when either is constant.
+
+    A constant map ranks nothing: calling it "decorrelated" (0.0) would pass a sanity check
+    that a method failed to produce a map for.
+    """
     a, b = np.ravel(a), np.ravel(b)
     if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
+        return float("nan")
     return float(stats.spearmanr(a, b).statistic)
+
+
+def undefined_reason(original: np.ndarray, randomised_map: np.ndarray) -> str | None:
+    """Why a randomisation-check correlation is undefined (None when it is defined)."""
+    if np.ptp(original) == 0:
+        return "the original map is constant"
+    if np.ptp(randomised_map) == 0:
+        return "the randomised model's map is constant"
+    return None
 
 
 def parameter_layers(proto: onnx.ModelProto) -> list[tuple[str, list[str]]]:
@@ -219,15 +232,18 @@ class RandomisationResult:
     Attributes
     ----------
     layers : list of str, the layers randomised, top first; step i randomises layers[:i+1]
-    correlations : (L,) float ndarray, Spearman rank correlation of |map| with the original
+    correlations : (L,) float ndarray, Spearman rank correlation of |map| with the original;
+        NaN where undefined (a constant map: it is not "decorrelated", it is no map)
     maps : (L, H, W) float32 ndarray, the maps of the randomised models
     original : (H, W) float32 ndarray
+    undefined : list of (L,) str or None, why each NaN correlation is undefined
     """
 
     layers: list[str]
     correlations: np.ndarray
     maps: np.ndarray
     original: np.ndarray
+    undefined: list[str | None] | None = None
 
 
 def randomisation_check(model: Model, explain: Callable[[Model], np.ndarray], *,
@@ -270,4 +286,5 @@ def randomisation_check(model: Model, explain: Callable[[Model], np.ndarray], *,
             m = np.asarray(explain(OnnxModel(file, device="cpu", labels=model.spec.labels, **keep)), np.float32)
             maps.append(m)
             corrs.append(spearman(np.abs(original), np.abs(m)))
-    return RandomisationResult([t[0] for t in todo], np.array(corrs), np.stack(maps), original)
+    why = [undefined_reason(np.abs(original), np.abs(m)) for m in maps]
+    return RandomisationResult([t[0] for t in todo], np.array(corrs), np.stack(maps), original, why)

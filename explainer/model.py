@@ -18,7 +18,9 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .errors import CapabilityError, InputError
+from .graph.features import FeatureView
 from .graph.inspect import Layer
+from .model_views import LogitView, logit_view  # noqa: F401  (methods import them from here)
 from .imaging import Preprocessing
 
 OUTPUT_KINDS = ("logits", "probabilities")
@@ -116,6 +118,14 @@ class Model(Protocol):
         """CAM's head: the feature tensor before global average pooling and the FC weights (K, C)."""
         ...
 
+    def feature_view(self, layer: str) -> FeatureView:
+        """How ``layer``'s tensor maps to (N, C, h, w) feature maps (its layout, or its token grid)."""
+        ...
+
+    def attention(self) -> Any:
+        """The attention Softmax tensors (N, heads, T, T) and the token grid (graph/feature_default.Attention)."""
+        ...
+
     def layers(self) -> list[Layer]:
         """The layers a method may name."""
         ...
@@ -133,6 +143,11 @@ class Model(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """A small picklable dict from which ``explainer.model_from_description`` rebuilds the model."""
+        ...
+
+    def deployed(self) -> list[dict[str, Any]]:
+        """The companion models served next to this model (``model``, ``kind``, ``layers``, ...);
+        empty for a model run in-process."""
         ...
 
 
@@ -167,6 +182,13 @@ class ModelBase:
     def linear_head(self) -> tuple[str, np.ndarray]:
         raise self._lacks("cam", "the fully connected weights of an ONNX file")
 
+    def feature_view(self, layer: str) -> FeatureView:
+        """How ``layer``'s tensor maps to (N, C, h, w) maps; without a graph: the input's layout."""
+        return FeatureView(layer, self.spec.preprocessing.layout)
+
+    def attention(self) -> Any:
+        raise self._lacks("attention-rollout", "the graph of an ONNX file")
+
     def layers(self) -> list[Layer]:
         return []
 
@@ -179,6 +201,9 @@ class ModelBase:
 
     def describe(self) -> dict[str, Any]:
         raise self._lacks("describe()", "a model that can be rebuilt from a description")
+
+    def deployed(self) -> list[dict[str, Any]]:
+        return []
 
 
 GradientModel = Model  # the protocol is closed: every Model has gradients (or says it lacks them)
@@ -207,7 +232,9 @@ def scores(outputs: np.ndarray, spec: ModelSpec, score: str) -> np.ndarray:
     out = np.asarray(outputs, dtype=np.float64)
     if spec.output_kind == "probabilities":
         if score == "logit":
-            raise InputError("score='logit' needs a model that outputs logits; this one outputs probabilities")
+            raise InputError("score='logit' needs a model that outputs logits; this one outputs probabilities "
+                             "(on an ONNX file ending in Softmax, the gradient methods, grad-cam and cam explain "
+                             "the logits before the Softmax)")
         return out
     if score == "logit":
         return out

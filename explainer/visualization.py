@@ -28,10 +28,12 @@ def overlay_png(explanation: "Explanation", *, alpha: float = 0.5, dpi: int = 10
         if explanation.pixels is not None:
             ax.imshow(explanation.pixels)
         if explanation.display == "diverging":
-            lim = float(np.abs(m).max()) or 1.0
+            lim = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0
+            lim = lim or 1.0
             im = ax.imshow(m, cmap="bwr", vmin=-lim, vmax=lim, alpha=alpha, interpolation="nearest")
         else:
             im = ax.imshow(m, cmap="jet", alpha=alpha, interpolation="nearest")
+        hatch_unmeasured(ax, m)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         ax.set_axis_off()
         kind = explanation.params.get("score", "score")
@@ -42,3 +44,13 @@ def overlay_png(explanation: "Explanation", *, alpha: float = 0.5, dpi: int = 10
         return buf.getvalue()
     finally:
         plt.close(fig)
+
+
+def hatch_unmeasured(ax: "plt.Axes", m: np.ndarray) -> None:
+    """Hatch (grey "//") the NaN pixels of an (H, W) map: places nothing measured, not "no effect"."""
+    missing = np.isnan(np.asarray(m, dtype=np.float64))
+    if missing.any():
+        ax.contourf(missing.astype(float), levels=[0.5, 1.5], colors="none", hatches=["///"])
+        for c in ax.collections[-1:]:
+            c.set_edgecolor("0.3")
+            c.set_linewidth(0.0)

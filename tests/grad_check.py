@@ -9,6 +9,8 @@ against that float64 gradient.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -77,9 +79,29 @@ class ConvTranspose(OpRun):
         return (y + bias.reshape([-1] + [1] * nd) if bias is not None else y,)
 
 
+class Erf(OpRun):
+    """Erf in the input's precision (onnx's reference evaluator computes it in float32)."""
+
+    op_domain = ""
+
+    def _run(self, x):  # noqa: D102
+        return (np.vectorize(math.erf, otypes=[x.dtype])(x),)
+
+
+class Gelu(OpRun):
+    """Gelu (opset 20) in the input's precision."""
+
+    op_domain = ""
+
+    def _run(self, x, approximate="none"):  # noqa: D102
+        if approximate == "tanh":
+            return (0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),)
+        return (0.5 * x * (1 + np.vectorize(math.erf, otypes=[x.dtype])(x / math.sqrt(2))),)
+
+
 def reference(model: onnx.ModelProto) -> ReferenceEvaluator:
-    """onnx's NumPy evaluator with spec-conforming LRN and ConvTranspose."""
-    return ReferenceEvaluator(model, new_ops=[LRN, ConvTranspose])
+    """onnx's NumPy evaluator with spec-conforming LRN and ConvTranspose, and Erf and Gelu in float64."""
+    return ReferenceEvaluator(model, new_ops=[LRN, ConvTranspose, Erf, Gelu])
 
 
 def score(z: np.ndarray, wl: np.ndarray, wp: np.ndarray, probabilities: bool = False) -> float:

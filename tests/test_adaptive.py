@@ -9,7 +9,7 @@ import explainer
 from explainer.errors import InputError
 from explainer.methods.lime import lime
 from explainer.methods.rise import rise
-from explainer.perturbation.adaptive import rounds, run_adaptive, spearman
+from explainer.perturbation.adaptive import predicted_agreement, rounds, run_adaptive, spearman
 from tiny import linear_classifier
 
 
@@ -23,7 +23,23 @@ def test_spearman_and_rounds_by_hand() -> None:
     assert rounds(300, 250) == [250, 300] and rounds(100, 250) == [100]
 
 
-def test_stops_at_the_first_round_whose_halves_agree() -> None:
+def test_predicted_agreement_by_hand_and_by_simulation() -> None:
+    # r = 0.8: q = 0.2 / 1.6 = 0.125; n = cap / 4: sqrt((1 + 0.03125) / 1.125) = 0.95743
+    assert predicted_agreement(0.8, 1000, 4000) == pytest.approx(np.sqrt(1.03125 / 1.125))
+    assert predicted_agreement(0.5, 1000, 4000) == pytest.approx(np.sqrt(0.75))
+    assert predicted_agreement(1.0, 10, 4000) == 1.0 and predicted_agreement(0.3, 4000, 4000) == 1.0
+    assert predicted_agreement(0.0, 10, 4000) == 0.0 and predicted_agreement(-0.2, 10, 4000) == 0.0
+    # a map estimated as a mean of noisy samples: predicted vs actual agreement with the cap's map
+    rng = np.random.default_rng(3)
+    signal = rng.normal(size=4000)
+    samples = signal + rng.normal(scale=12.0, size=(800, 4000))
+    for n in (50, 100, 200):
+        r = np.corrcoef(samples[: n // 2].mean(0), samples[n // 2:n].mean(0))[0, 1]
+        actual = np.corrcoef(samples[:n].mean(0), samples.mean(0))[0, 1]
+        assert predicted_agreement(r, n, 800) == pytest.approx(actual, abs=0.03)
+
+
+def test_stops_at_the_first_round_predicted_to_agree() -> None:
     calls: list[tuple[int, int]] = []
     signal = np.arange(50.0)
 
@@ -32,9 +48,10 @@ def test_stops_at_the_first_round_whose_halves_agree() -> None:
         return signal + noise[0], signal + noise[1]
 
     stop = run_adaptive(4000, 250, "balanced", lambda a, b: calls.append((a, b)), halves)
-    rhos = [h[1] for h in stop.history]
+    predicted = [h[2] for h in stop.history]
+    assert [h[2] for h in stop.history] == [round(predicted_agreement(h[1], h[0], 4000), 4) for h in stop.history]
     assert calls[:2] == [(0, 125), (125, 250)]  # the first round in two halves
-    assert all(r < 0.95 for r in rhos[:-1]) and rhos[-1] >= 0.95 and stop.used < 4000
+    assert all(p < 0.95 for p in predicted[:-1]) and predicted[-1] >= 0.95 and stop.used < 4000
     assert calls[-1][1] == stop.used and [b for _, b in calls[1:]] == [h[0] for h in stop.history]
     calls.clear()
     best = run_adaptive(4000, 250, "best", lambda a, b: calls.append((a, b)), halves)
@@ -58,7 +75,7 @@ def test_lime_on_a_linear_model_stops_after_the_first_round(linear) -> None:
     fast = lime(model, x, 0, quality="balanced", **opts)
     # a linear surrogate of a linear model is exact from any samples: both halves agree
     assert fast.params["stopping"]["used"] == 128 and fast.timings["forward_passes"] == 128
-    assert fast.params["stopping"]["split_half_spearman"][0][1] == pytest.approx(1.0)
+    assert fast.params["stopping"]["history"][0][1:] == [pytest.approx(1.0)] * 2
     np.testing.assert_allclose(fast.arrays["feature_importance"], full.arrays["feature_importance"], atol=1e-4)
     assert full.params["stopping"]["used"] == 2048 and full.timings["forward_passes"] == 2048
 

@@ -67,3 +67,16 @@ def test_a_failing_model_exits_3_and_bad_option_exits_2(capsys, tmp_path, monkey
     assert err.startswith("explainer: error: the model function failed") and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
     assert main(["explain", str(img), "--method", "occlusion", "--num-features", "3", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_every_method_option_has_help(capsys):
+    """Each method's --help explains every one of its flags, not only a metavar or a default."""
+    from explainer.cli_methods import COMMON_HELP
+
+    missing = [(m.name, o.flag) for m in discover().values() for o in m.options
+               if not (o.kwargs.get("help") or COMMON_HELP.get(o.flag))]
+    assert missing == []
+    with pytest.raises(SystemExit):
+        main(["explain", "--method", "occlusion", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "windows may hang over the edge" in out and "the same seed gives the same map" not in out

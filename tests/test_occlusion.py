@@ -33,18 +33,26 @@ def test_hand_derived_map_4x4(tmp_path):
     assert e.timings["forward_passes"] == 1 + 4
 
 
-def test_uncovered_pixels_are_zero(tmp_path):
-    # clipping off, 2x2 masks at stride 3 on 5x5: rows/cols 2 are never covered.
+def test_uncovered_pixels_are_nan_and_hatched(tmp_path):
+    # clipping off, 2x2 masks at stride 3 on 5x5: rows/cols 2 are never covered. They are NaN
+    # (not measured), not 0 ("no effect"), for every upsampling; the picture hatches them.
     w = np.ones((2, 1, 5, 5), np.float32)
     w[1] = 0
     model = _model(tmp_path, w)
     x = np.full((1, 1, 5, 5), 2.0, np.float32)
-    e = explainer.occlusion_sensitivity(model, x, 0, mask_size=2, stride=3, mask_value=0.5,
-                                        mask_clipping="off", **NONE)
     covered = np.ones((5, 5), bool)
     covered[2, :] = covered[:, 2] = False
-    np.testing.assert_allclose(e.map[covered], 4 * 1.5, rtol=1e-6)
-    assert np.all(e.map[~covered] == 0)
+    for upsampling in ("none", "nearest", "bicubic"):
+        e = explainer.occlusion_sensitivity(model, x, 0, mask_size=2, stride=3, mask_value=0.5,
+                                            mask_clipping="off", output_upsampling=upsampling, score="logit")
+        np.testing.assert_allclose(e.map[covered], 4 * 1.5, rtol=1e-5)
+        assert np.all(np.isnan(e.map[~covered])) and e.params["uncovered_pixels"] == 9
+    d = e.to_dict()
+    assert d["map_min"] == pytest.approx(6.0) and d["map_max"] == pytest.approx(6.0)
+    files = e.save(tmp_path / "out", "x")
+    assert np.isnan(np.load(files[0])).sum() == 9 and files[1].stat().st_size > 1000
+    full = explainer.occlusion_sensitivity(model, x, 0, mask_size=2, stride=2, **NONE)  # clipping on
+    assert full.params["uncovered_pixels"] == 0 and np.all(np.isfinite(full.map))
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -56,7 +56,7 @@ def feature_map_model(path: Path) -> Path:
 def brute_force_occlusion(f, x: np.ndarray, lo_y, lo_x, size, value) -> np.ndarray:
     """Reference map (upsampling "none") by explicit loops: one mask at a time.
 
-    ``f`` maps one (1, C, H, W) input to the target's score (a float).
+    ``f`` maps one (1, C, H, W) input to the target's score (a float). NaN where no mask covers.
     """
     _, c, h, w = x.shape
     total = np.zeros((h, w))
@@ -71,4 +71,4 @@ def brute_force_occlusion(f, x: np.ndarray, lo_y, lo_x, size, value) -> np.ndarr
                 masked[0, ch, ys, xs] = value[ch]
             total[ys, xs] += base - f(masked)
             count[ys, xs] += 1
-    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    return np.divide(total, count, out=np.full_like(total, np.nan), where=count > 0)

@@ -25,7 +25,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: non-saturating softmax gradient (issue 20)
 """Bump when graph/gradients.py changes what it builds."""
 ENV = "EXPLAINER_GRAPH_CACHE"
 

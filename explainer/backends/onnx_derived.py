@@ -18,7 +18,9 @@ from ..errors import InputError
 from ..graph.activations import with_outputs
 from ..graph.gradients import gradient_model
 from ..graph.heads import cam_weights
-from ..graph.inspect import default_feature_layer, layers
+from ..graph.feature_default import Attention, attention as find_attention, default_feature
+from ..graph.features import FeatureView, view_of
+from ..graph.inspect import layers
 from ..graph.outputs import MEANS_OUTPUT, layer_means_model, resolve_tensor
 from .base import batch_slices
 from .cpu_parallel import session_options
@@ -73,7 +75,7 @@ def layer_channels(model: Any, layer: str) -> int:
     proto = load_with_weights(model.path)
     tensor = resolve_tensor(proto, layer)
     shape = next((lay.shape for lay in layers(proto) if lay.output == tensor), None)
-    axis = 3 if model.spec.preprocessing.layout == "NHWC" and shape is not None and len(shape) == 4 else 1
+    axis = 3 if shape is not None and len(shape) == 4 and feature_view(model, layer).layout == "NHWC" else 1
     if shape is None or len(shape) < 2 or not isinstance(shape[axis], int):
         raise InputError(f"layer {layer!r}: cannot tell its number of channels (shape {shape})")
     return int(shape[axis])
@@ -104,11 +106,46 @@ def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
 
 
 def feature_layer(model: Any) -> str:
-    """MATLAB's default feature layer of the ONNX file."""
-    found = default_feature_layer(read_onnx(model.path), model.spec.preprocessing.layout)
+    """The default feature layer of the ONNX file (graph/features.py states the rule)."""
+    found = default_feature(read_onnx(model.path), model.spec.preprocessing.layout)
     if found is None:
-        raise InputError("this model has no default feature layer; name one with --layer")
-    return found.name
+        raise InputError("this model has no default feature layer; name one with --feature-layer "
+                         "(grad-cam) or --layer (activations, deep-dream); `explainer inspect` lists the layers")
+    return found[0].name
+
+
+def attention(model: Any) -> Attention:
+    """The attention Softmax tensors and the token grid of the ONNX file (kept for the model)."""
+    key = ("attention",)
+    if key not in model.derived:
+        model.derived[key] = find_attention(read_onnx(model.path), model.spec.preprocessing.layout)
+    return model.derived[key]
+
+
+def logits_tensor(model: Any) -> str | None:
+    """The input z of a final Softmax over the class axis (the logits), else None."""
+    proto = read_onnx(model.path)
+    node = next((n for n in proto.graph.node if model.spec.output_name in n.output), None)
+    if node is None or node.op_type != "Softmax":
+        return None
+    rank = len(proto.graph.output[0].type.tensor_type.shape.dim) or 2
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+    return node.input[0] if axis % rank == rank - 1 else None
+
+
+def feature_view(model: Any, layer: str) -> FeatureView:
+    """How ``layer`` maps to (N, C, h, w) maps (its graph layout, or its token grid)."""
+    key = ("feature_view", layer)
+    if key not in model.derived:
+        proto = read_onnx(model.path)
+        try:
+            model.derived[key] = view_of(proto, resolve_tensor(proto, layer), model.spec.preprocessing.layout)
+        except ValueError as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"layer {layer!r}: {e}") from None
+    return model.derived[key]
 
 
 def linear_head(model: Any) -> tuple[str, np.ndarray]:

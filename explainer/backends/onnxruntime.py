@@ -220,6 +220,18 @@ class OnnxModel(ModelBase):
         """The tensor before global average pooling and the FC weights (K, C) float64."""
         return onnx_derived.linear_head(self)
 
+    def attention(self) -> Any:
+        """The attention Softmax tensors and token grid of the graph (graph/feature_default.py)."""
+        return onnx_derived.attention(self)
+
+    def logits_tensor(self) -> str | None:
+        """The input of the final Softmax over the classes (None when the output is not a Softmax's)."""
+        return onnx_derived.logits_tensor(self)
+
+    def feature_view(self, layer: str) -> Any:
+        """How ``layer``'s tensor maps to (N, C, h, w) maps, read from the graph (features.py)."""
+        return onnx_derived.feature_view(self, layer)
+
     def layers(self) -> list[Layer]:
         """Every node of the graph with its output tensor and inferred shape."""
         from ..graph.inspect import layers

@@ -9,6 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import InputError
+from .grad_fold import fold
 
 Dim = int | str | None
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
@@ -32,6 +33,8 @@ class Builder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._values = {t.name: t for t in g.initializer}
+        self._producers = {o: n for n in g.node for o in n.output if o}
+        self._folded: dict[str, np.ndarray | None] = {}
         for n in g.node:
             if n.op_type == "Constant" and n.output:
                 self._values[n.output[0]] = n
@@ -45,8 +48,8 @@ class Builder:
         for t in g.initializer:
             self._types[t.name], self._shapes[t.name] = t.data_type, tuple(t.dims)
         self._count = 0
-        self._zero: dict[int, str] = {}
         self.path: set[str] = set()  # set by the exporter: tensors between the wrt tensor and the score
+        self._zero: dict[int, str] = {}
 
     # ---- names, nodes and constants -------------------------------------------------
     def fresh(self, hint: str = "t") -> str:
@@ -68,7 +71,7 @@ class Builder:
         elif arr.dtype.kind in "iu":
             arr = arr.astype(np.int64)
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        self.initializers.append(numpy_helper.from_array(np.array(arr, order="C"), name))
         self._values[name] = self.initializers[-1]
         return name
 
@@ -109,7 +112,20 @@ class Builder:
         return dims
 
     def value(self, name: str) -> np.ndarray | None:
-        """The constant value of an initializer or Constant output, else None."""
+        """The value of a tensor known at export time (a constant, or a foldable integer subgraph), else None."""
+        found = self._constant(name)
+        if found is not None or not name or name in self.path:
+            return found
+        if name not in self._folded:
+            self._folded[name] = fold(name, self._producers, self._constant, self._static_shape, self.opset)
+        return self._folded[name]
+
+    def _static_shape(self, name: str) -> tuple[int, ...] | None:
+        shape = self.shape(name)
+        return tuple(shape) if shape is not None and all(isinstance(d, int) and d > 0 for d in shape) else None
+
+    def _constant(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant output, else None."""
         src = self._values.get(name)
         if src is None:
             return None
@@ -149,11 +165,22 @@ class Builder:
         """Whether a tensor is on the path from the wrt tensor to the score."""
         return bool(name) and name in self.path
 
-
-
     def shape_of(self, name: str) -> str:
         """A Shape node for ``name``."""
         return self.node("Shape", [name])
+
+    def dim(self, name: str, axis: int) -> str:
+        """The size of ``name`` along ``axis`` (>= 0): a 1-element int64 tensor, constant when fixed."""
+        shape = self.shape(name) or ()
+        if axis < len(shape) and isinstance(shape[axis], int) and shape[axis] > 0:
+            return self.ints([shape[axis]])
+        return self.node("Shape", [name], start=axis, end=axis + 1)
+
+    def reduce_mean(self, t: str, axes: Sequence[int], keepdims: int = 1) -> str:
+        """ReduceMean over ``axes`` in the model's opset (axes an input from opset 18)."""
+        if self.opset >= 18:
+            return self.node("ReduceMean", [t, self.ints(axes)], keepdims=keepdims)
+        return self.node("ReduceMean", [t], axes=list(axes), keepdims=keepdims)
 
     def reshape_like(self, g: str, like: str, g_like: str | None = None) -> str:
         """``g`` (shaped like the tensor ``g_like``, when given) reshaped to the shape of ``like``.

@@ -102,8 +102,6 @@ def clip(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     bounds: list[str | None] = []
     for i, key in ((1, "min"), (2, "max")):
         if i < len(node.input) and node.input[i]:
-            if b.needs(node.input[i]):
-                raise refuse(node, f"its bound {node.input[i]!r} depends on the differentiated tensor")
             bounds.append(node.input[i])
         elif attr(node, key) is not None:
             bounds.append(b.scalar(attr(node, key), y))
@@ -111,7 +109,12 @@ def clip(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
             bounds.append(None)
     lo = b.value(bounds[0]) if bounds[0] else None
     relu_like = lo is not None and lo.size == 1 and float(lo.reshape(())) == 0.0
-    return [_rectify(b, gys[0], y, bounds[0], bounds[1], relu_like)] + [None] * (len(node.input) - 1)
+    grads: Grads = [_rectify(b, gys[0], y, bounds[0], bounds[1], relu_like)] + [None] * (len(node.input) - 1)
+    for i, test in ((1, "Less"), (2, "Greater")):  # a run-time bound that depends on the input
+        if i < len(node.input) and b.needs(node.input[i]):
+            beyond = b.where(b.node(test, [node.input[0], node.input[i]]), gys[0], y)
+            grads[i] = b.unbroadcast(beyond, y, node.input[i], node)
+    return grads
 
 
 def leaky_relu(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
@@ -197,7 +200,7 @@ def identity(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
 
 
 def cast(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
-    return [b.node("Cast", [gys[0]], to=b.dtype(node.input[0]))]
+    return [b.node("Cast", [gys[0]], to=b.dtype(node.input[0]))] + [None] * (len(node.input) - 1)
 
 
 def add(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
@@ -229,6 +232,6 @@ RULES: dict[str, Rule] = {
     "Relu": relu, "Clip": clip, "LeakyRelu": leaky_relu, "PRelu": prelu, "Sigmoid": sigmoid,
     "Tanh": tanh, "HardSigmoid": hard_sigmoid, "HardSwish": hard_swish, "Softmax": softmax,
     "LogSoftmax": log_softmax, "Exp": exp, "Log": log, "Sqrt": sqrt, "Neg": neg, "Abs": abs_,
-    "Identity": identity, "Dropout": identity, "Cast": cast,
+    "Identity": identity, "Dropout": identity, "Cast": cast, "CastLike": cast,
     "Add": add, "Sum": add, "Sub": sub, "Mul": mul, "Div": div,
 }

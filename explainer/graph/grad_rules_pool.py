@@ -50,7 +50,10 @@ def average_pool(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
 def global_average_pool(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     x = node.input[0]
     rank = b.rank(x, node)
-    dims = b.static_dims(x, list(range(2, rank)), node)
+    try:
+        dims = b.static_dims(x, list(range(2, rank)), node)
+    except ValueError:  # sizes known at run time only
+        return [b.node("Expand", [b.node("Div", [gys[0], _count(b, x, node.output[0])]), b.shape_of(x)])]
     # broadcast by a constant (not Expand to a runtime shape): the result's shape stays known
     spread = b.const(np.full([1, 1] + dims, 1.0 / float(np.prod(dims))), b.dtype(x), hint="spread")
     return [b.node("Mul", [gys[0], spread])]
@@ -75,8 +78,16 @@ def reduce(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     if not attr(node, "keepdims", 1):
         g = b.node("Unsqueeze", [g, b.ints(axes)])
     if node.op_type == "ReduceMean":
-        g = b.node("Mul", [g, b.scalar(1.0 / float(np.prod(b.static_dims(x, axes, node))), x)])
+        try:
+            g = b.node("Mul", [g, b.scalar(1.0 / float(np.prod(b.static_dims(x, axes, node))), x)])
+        except ValueError:  # sizes known at run time only
+            g = b.node("Div", [g, _count(b, x, node.output[0])])
     return only_first(b, node, b.node("Expand", [g, b.shape_of(x)]))
+
+
+def _count(b: Builder, x: str, y: str) -> str:
+    """How many elements of ``x`` each element of the reduction ``y`` averages (run time, x's type)."""
+    return b.node("Cast", [b.node("Div", [b.node("Size", [x]), b.node("Size", [y])])], to=b.dtype(x))
 
 
 def _channel_window_sum(b: Builder, t: str, x: str, size: int, before: int, after: int, rank: int) -> str:

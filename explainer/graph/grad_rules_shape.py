@@ -76,12 +76,13 @@ def _selection(idx: np.ndarray, d: int) -> np.ndarray:
     return p
 
 
-def along_axis(b: Builder, g: str, axis: int, rank: int, matrix: np.ndarray, like: str) -> str:
-    """Contract ``g``'s ``axis`` with ``matrix`` (out_len, in_len): the adjoint of an index map."""
+def along_axis(b: Builder, g: str, axis: int, rank: int, matrix: np.ndarray | str, like: str) -> str:
+    """Contract ``g``'s ``axis`` with ``matrix`` (out_len, in_len; an array or a tensor name)."""
     perm = list(range(rank))
     perm[axis], perm[-1] = perm[-1], perm[axis]
     moved = b.node("Transpose", [g], perm=perm) if axis != rank - 1 else g
-    out = b.node("MatMul", [moved, b.const(matrix, b.dtype(like), hint="sel")])
+    mat = matrix if isinstance(matrix, str) else b.const(matrix, b.dtype(like), hint="sel")
+    out = b.node("MatMul", [moved, mat])
     return b.node("Transpose", [out], perm=perm) if axis != rank - 1 else out
 
 

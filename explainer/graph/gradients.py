@@ -22,11 +22,14 @@ from .grad_builder import Builder, is_float
 from .grad_rules import RULES as ELEMENTWISE
 from .grad_rules_nn import RULES as DENSE
 from .grad_rules_pool import RULES as POOLING
+from .grad_rules_index import RULES as INDEXING
+from .grad_rules_math import RULES as MATH
 from .grad_rules_shape import RULES as SHAPES
+from .pruning import prune
 
 RELU_RULES = ("standard", "guided", "deconv")
 MIN_OPSET = 17
-RULES = {**ELEMENTWISE, **SHAPES, **DENSE, **POOLING}
+RULES = {**ELEMENTWISE, **SHAPES, **DENSE, **POOLING, **INDEXING, **MATH}
 NON_DIFFERENTIABLE = {
     "Shape", "Size", "NonZero", "ArgMax", "ArgMin", "Equal", "Greater", "Less", "GreaterOrEqual",
     "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "ConstantOfShape", "Range", "Sign",
@@ -85,6 +88,25 @@ def gradient_model(proto: onnx.ModelProto, *, layer: str | None = None,
     meta["explainer.gradient"] = json.dumps({"wrt": wrt, "layer": layer, "relu": relu})
     helper.set_model_props(result, meta)
     return result
+
+
+def uncovered_operators(proto: onnx.ModelProto) -> list[str]:
+    """Operators on the path from the image input to the output that have no gradient rule (sorted).
+
+    Empty when every gradient method can run on the model (``explainer inspect`` reports it).
+    """
+    try:
+        model = _at_least_opset(proto)
+        inferred = _inferred(model)
+        image = _image_input(model.graph)
+    except InputError:
+        return ["(the graph cannot be analysed)"]
+    g = model.graph
+    b = Builder(inferred, "standard")
+    path = _path(g, image.name, g.output[0].name, b)
+    return sorted({f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in g.node
+                   if any(i in path for i in n.input) and any(o in path for o in n.output)
+                   and (n.domain not in ("", "ai.onnx") or n.op_type not in RULES)})
 
 
 def gradient_info(proto: onnx.ModelProto, **fields) -> dict:
@@ -168,8 +190,12 @@ def _seed(b: Builder, g: onnx.GraphProto, out: str) -> tuple[str, str]:
         wl, wp = (b.node("Cast", [w], to=dtype) for w in (wl, wp))
     zf = z if shape is not None and len(shape) == 2 else b.node("Flatten", [z], axis=1)
     p = p or b.node("Softmax", [zf], axis=1)
-    dot = b.node("ReduceSum", [b.node("Mul", [p, wp]), b.ints([1])], keepdims=1)
-    gz = b.node("Add", [wl, b.node("Mul", [p, b.node("Sub", [wp, dot])])])
+    # d sum(wp * p) / dz = p * (wp - sum_j p_j wp_j), written as p * ((wp - c) + sum_j p_j (c - wp_j))
+    # with c = wp at the top class: exact for any c, and the top class's term (1 - p_top for a
+    # one-hot wp) is summed from the small p_j instead of cancelling to 0 when p_top rounds to 1
+    c = b.node("GatherElements", [wp, b.node("ArgMax", [zf], axis=1, keepdims=1)], axis=1)
+    rest = b.node("ReduceSum", [b.node("Mul", [p, b.node("Sub", [c, wp])]), b.ints([1])], keepdims=1)
+    gz = b.node("Add", [wl, b.node("Mul", [p, b.node("Add", [b.node("Sub", [wp, c]), rest])])])
     return z, (gz if zf == z else b.reshape_like(gz, z))
 
 
@@ -235,6 +261,7 @@ def _assemble(model: onnx.ModelProto, b: Builder, nodes: list[onnx.NodeProto],
         outputs[2] = helper.make_tensor_value_info("activations", b.dtype(wrt), b.shape(wrt))
     graph = helper.make_graph(nodes + b.nodes + tail, f"{g.name}_gradient", [image] + weights, outputs,
                               list(g.initializer) + b.initializers)
+    prune(graph)  # rules may leave a helper tensor unused
     result = helper.make_model(graph, opset_imports=list(model.opset_import),
                                producer_name="explainer.graph.gradients")
     result.ir_version = max(model.ir_version, 8)

@@ -7,6 +7,8 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import InputError
+from .features import pooled_axes
+from .inspect import _shapes
 
 
 def _initializer(g: onnx.GraphProto, name: str) -> np.ndarray | None:
@@ -22,17 +24,19 @@ def cam_weights(proto: onnx.ModelProto) -> tuple[str, np.ndarray]:
     """The feature tensor before global average pooling and the FC weights (K, C).
 
     Follows the output back through Softmax, Add (bias), Gemm or MatMul, and
-    Flatten/Reshape/Squeeze to a GlobalAveragePool.
+    Flatten/Reshape/Squeeze/Identity to a global average pool: GlobalAveragePool, a
+    ReduceMean over the two spatial axes (NCHW or NHWC), or an AveragePool whose kernel
+    covers the whole map.
 
     Raises
     ------
     InputError
-        When the model does not end in GlobalAveragePool + fully connected layer.
+        When the model does not end in global average pooling + fully connected layer.
     """
     g = proto.graph
     producer = {o: n for n in g.node for o in n.output}
-    refuse = InputError("cam needs a model that ends in GlobalAveragePool + a fully connected layer "
-                        "(Gemm or MatMul); use --method grad-cam for this model")
+    refuse = InputError("cam needs a model that ends in GlobalAveragePool (or a ReduceMean / AveragePool over the "
+                        "whole map) + a fully connected layer (Gemm or MatMul); use --method grad-cam for this model")
     node, weights = producer.get(g.output[0].name), None
     while node is not None and node.op_type in ("Softmax", "Add", "Identity", "Flatten", "Reshape",
                                                 "Squeeze", "Gemm", "MatMul"):
@@ -46,6 +50,7 @@ def cam_weights(proto: onnx.ModelProto) -> tuple[str, np.ndarray]:
             weights = w * attrs.get("alpha", 1.0) if attrs.get("transB", 0) and node.op_type == "Gemm" \
                 else w.T * attrs.get("alpha", 1.0)
         node = next((producer[i] for i in node.input if i in producer and _initializer(g, i) is None), None)
-    if node is None or node.op_type != "GlobalAveragePool" or weights is None:
+    if node is None or weights is None or (node.op_type != "GlobalAveragePool" and (
+            node.op_type not in ("ReduceMean", "AveragePool") or pooled_axes(node, _shapes(proto), g) is None)):
         raise refuse
     return node.input[0], np.asarray(weights, np.float64)

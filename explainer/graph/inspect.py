@@ -41,11 +41,16 @@ def layers(model: onnx.ModelProto) -> list[Layer]:
             for n in model.graph.node if n.output]
 
 
-def default_feature_layer(model: onnx.ModelProto, layout: str = "NCHW") -> Layer | None:
+def default_feature_layer(model: onnx.ModelProto, layout: str = "NCHW",
+                          axes: dict[str, int] | None = None) -> Layer | None:
     """MATLAB gradCAM's default FeatureLayer.
 
     The last layer with a non-singleton spatial size that is ReLU-like (Relu, Clip
-    as ReLU6, ...) or gathers only ReLU-like outputs (Add, Concat).
+    as ReLU6, ...) or gathers only ReLU-like outputs (Add, Concat). ``axes`` gives
+    the channel axis (1 or 3) of 4-D tensors read from the graph (features.py); a
+    tensor not in it has the input's ``layout``. For networks without such a layer,
+    :func:`explainer.graph.feature_default.default_feature` goes on with the global
+    pool's input and token models.
     """
     producers = {n.output[0]: n.op_type for n in model.graph.node if n.output}
     nodes = {n.output[0]: n for n in model.graph.node if n.output}
@@ -54,8 +59,9 @@ def default_feature_layer(model: onnx.ModelProto, layout: str = "NCHW") -> Layer
         shape = layer.shape
         if shape is None or len(shape) != 4:
             continue
-        h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
-        if not (isinstance(h, int) and isinstance(w, int) and h > 1 and w > 1):
+        channels_first = (axes or {}).get(layer.output, 1 if layout == "NCHW" else 3) == 1
+        h, w = (shape[2], shape[3]) if channels_first else (shape[1], shape[2])
+        if h == 1 or w == 1 or (isinstance(h, int) and isinstance(w, int) and h * w <= 1):  # sizes unknown: kept
             continue
         if layer.op_type in RELU_LIKE:
             best = layer

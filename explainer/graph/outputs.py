@@ -6,6 +6,7 @@ import onnx
 from onnx import helper
 
 from ..errors import InputError
+from .pruning import prune  # noqa: F401  (re-exported)
 
 MEANS_OUTPUT = "explainer_layer_means"
 
@@ -37,25 +38,6 @@ def tensor_rank(model: onnx.ModelProto, tensor: str) -> tuple[int | None, int]:
         if vi.name == tensor and vi.type.tensor_type.HasField("shape"):
             return len(vi.type.tensor_type.shape.dim), vi.type.tensor_type.elem_type
     return None, onnx.TensorProto.FLOAT
-
-
-def prune(graph: onnx.GraphProto) -> None:
-    """Remove nodes and initializers that no graph output depends on (in place)."""
-    needed = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(graph.node):
-        if any(out in needed for out in node.output):
-            keep.append(node)
-            needed.update(node.input)
-            for attr in node.attribute:  # subgraphs (If/Loop) read outer tensors
-                for sub in list(attr.g.node if attr.HasField("g") else []) + \
-                        [n for g in attr.graphs for n in g.node]:
-                    needed.update(sub.input)
-    del graph.node[:]
-    graph.node.extend(reversed(keep))
-    inits = [i for i in graph.initializer if i.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
 
 
 def layer_means_model(model: onnx.ModelProto, layer: str) -> onnx.ModelProto:

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import argparse
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -122,8 +123,12 @@ def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray
                 arrays: dict[str, np.ndarray] | None = None, display: str = "jet") -> Explanation:
     """Package a finished map with everything needed to reproduce it."""
     m = np.asarray(relevance, dtype=np.float32)
-    if not np.all(np.isfinite(m)):
+    finite = np.isfinite(m)
+    if not np.all(finite | (np.isnan(m) & bool(params.get("uncovered_pixels")))):
         raise InputError(f"{method}: the map contains NaN or Inf")
+    if finite.any() and np.ptp(m[finite]) == 0:
+        note = constant_map_warning(method, float(m[finite][0]))
+        params = {**params, **note, "warnings": list(params.get("warnings", [])) + note["warnings"]}
     return Explanation(
         map=m, target=prep.target, label=model.spec.labels[prep.target], score=prep.score,
         method=method, params=params, seed=seed, backend=describe_backend(model),
@@ -134,6 +139,18 @@ def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray
         pixels=prep.pixels, input=prep.x, source=prep.source, arrays=dict(arrays or {}),
         display=display, preprocessing=asdict(model.spec.preprocessing),
         crop_box=None if prep.crop_box is None else [round(v, 3) for v in prep.crop_box])
+
+
+def constant_map_warning(method: str, value: float) -> dict[str, Any]:
+    """Warn (one line on stderr) that a map is constant, and the params recording it.
+
+    A constant map says nothing (e.g. Grad-CAM whose weighted sum is negative everywhere,
+    or a saturated score); metrics treat it as undefined (see ``explainer.metrics``).
+    """
+    text = (f"{method}: the map is constant ({value:g} everywhere): it ranks no pixel above another "
+            "(a saturated score? try --score logit)")
+    print(f"explainer: warning: {text}", file=sys.stderr, flush=True)
+    return {"constant_map": True, "warnings": [text]}
 
 
 def describe_backend(model: Model) -> str:

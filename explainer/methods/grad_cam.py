@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ..graph.features import FeatureView, to_maps
 from ..graph.heads import cam_weights  # noqa: F401  (re-exported: CAM's head reader)
-from ..model import CapabilityError, Model
+from ..model import CapabilityError, Model, logit_view
 from ..errors import InputError
 from ..explanation import Explanation
 from . import MethodInfo, Option
@@ -20,11 +21,19 @@ UPSAMPLING = ("bicubic", "nearest", "none")
 
 
 def _channels_first(t: np.ndarray, model: Model, layer: str) -> np.ndarray:
-    """A (1, C, h, w) feature tensor (NHWC models' 4-D tensors are transposed)."""
-    if t.ndim != 4:
+    """A layer tensor as (N, C, h, w) maps: its layout (or token grid) read from the graph.
+
+    A model without a graph (a served one) gives 4-D tensors in its input's layout.
+    """
+    view_of = getattr(model, "feature_view", None)
+    view = view_of(layer) if callable(view_of) else FeatureView(layer, model.spec.preprocessing.layout)
+    if view.layout != "tokens" and t.ndim != 4:
         raise InputError(f"layer {layer!r} has a {t.ndim}-D output {list(t.shape)}; "
-                         "Grad-CAM needs a 4-D (N, C, h, w) feature map")
-    return t.transpose(0, 3, 1, 2) if model.spec.preprocessing.layout == "NHWC" else t
+                         "Grad-CAM needs a 4-D (N, C, h, w) feature map or (N, T, D) tokens on a patch grid")
+    try:
+        return to_maps(t, view)
+    except ValueError as e:
+        raise InputError(f"layer {layer!r}: {e}") from None
 
 
 def _finish(model: Model, prep: Any, method: str, cam: np.ndarray, upsampling: str,
@@ -41,7 +50,7 @@ def _finish(model: Model, prep: Any, method: str, cam: np.ndarray, upsampling: s
 
 
 def grad_cam(model: Model, image: Any, target: int | str | None = None, *, feature_layer: str = "auto",
-             score: str = "probability", output_upsampling: str = "bicubic",
+             score: str = "auto", output_upsampling: str = "bicubic",
              progress: bool = False) -> Explanation:
     """Gradient-weighted class activation map.
 
@@ -54,9 +63,15 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     image : str, Path or ndarray
     target : int, str or None
     feature_layer : str
-        A node or tensor name with a 4-D output; "auto": MATLAB's default (the last
-        ReLU-like layer with non-singleton spatial size, or the last Add/Concat of such).
-    score : {"probability", "logit"}
+        A node or tensor name with a 4-D output, or (N, T, D) tokens on a patch grid; "auto":
+        the default feature layer (MATLAB's ReLU rule, else the global pool's input, else the
+        tokens entering the last attention block; graph/features.py).
+    score : {"auto", "logit", "probability"}
+        "auto" (default): the logit, as pytorch-grad-cam, for a model that outputs logits or
+        ends in a Softmax whose input the graph gives; otherwise the probability. A confident
+        prediction's probability gradient is tiny (p (1 - p)), never exactly 0: it is computed
+        without saturating (see ``explainer.graph.gradients``), but the logit's map is the one
+        users expect.
     output_upsampling : {"bicubic", "nearest", "none"}
         "none" leaves the map at the feature layer's (h, w).
 
@@ -66,6 +81,8 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
     require_gradients(model, "grad-cam")
+    score = cam_score(model, score)
+    model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     prep = prepare(model, image, target, score)
     layer = resolve_layer(model, feature_layer)
     wl, wp = target_weights(model, 1, prep.target, score)
@@ -77,15 +94,30 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     alpha = g.mean(axis=(1, 2))
     cam = np.maximum(np.tensordot(alpha, a, axes=1), 0.0)
     params = dict(feature_layer=layer, score=score, channels=int(a.shape[0]))
+    view = getattr(model, "feature_view", None)
+    if callable(view) and view(layer).layout == "tokens":
+        params.update(token_grid=list(view(layer).grid or ()), prefix_tokens=view(layer).prefix)
     return _finish(model, prep, "grad-cam", cam, output_upsampling, params)
 
 
-def cam(model: Model, image: Any, target: int | str | None = None, *, score: str = "probability",
+def cam_score(model: Model, score: str) -> str:
+    """The score CAM-type methods explain: "auto" is the logit, or the probability for a model
+    that outputs probabilities and whose logits it cannot give (``logits_tensor``)."""
+    if score == "auto":
+        find = getattr(model, "logits_tensor", None)
+        has_logits = model.spec.output_kind == "logits" or (callable(find) and find() is not None)
+        return "logit" if has_logits else "probability"
+    if score not in ("logit", "probability"):
+        raise InputError(f"score must be 'auto', 'logit' or 'probability', got {score!r}")
+    return score
+
+
+def cam(model: Model, image: Any, target: int | str | None = None, *, score: str = "auto",
         output_upsampling: str = "bicubic", progress: bool = False) -> Explanation:
     """Class activation map: sum_c W[target, c] A_c, A the features before the global pooling.
 
     The map is the target's logit before pooling (signed, unnormalised); ``score`` only
-    picks how the target and its score are reported. With score="logit", Grad-CAM on
+    picks how the target and its score are reported ("auto": the logit, see ``grad_cam``). With score="logit", Grad-CAM on
     the same layer equals ReLU(CAM) / (h * w). W comes from the ONNX file, or on a
     Triton endpoint from the deployed gradient model of the default feature layer
     (``export-gradients --layer auto``), checked to be that of a GAP + FC head.
@@ -95,6 +127,8 @@ def cam(model: Model, image: Any, target: int | str | None = None, *, score: str
     Explanation
         ``map`` : (H, W) float32 (or (h, w) with "none"); ``arrays["feature_map"]`` : (h, w).
     """
+    score = cam_score(model, score)
+    model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     try:
         head: tuple[str, np.ndarray] | None = model.linear_head()
     except CapabilityError:

@@ -83,7 +83,8 @@ def gradient_sum(model: Model, prep: Prepared, count: int, make_batch: Callable[
     Returns
     -------
     total : (1, C, H, W) float64 ndarray
-        sum_i weights[i] * d score_target / d input at input i.
+        sum_i weights[i] * d score_target / d input at input i, accumulated in the order
+        i = 0, 1, ...: byte-identical for every ``mini_batch_size``.
     outputs : (count, K) float32 ndarray
         The model's outputs at each input.
     """
@@ -98,7 +99,8 @@ def gradient_sum(model: Model, prep: Prepared, count: int, make_batch: Callable[
         out, grad, _ = model.gradients(batch, wl, wp, relu=relu)
         prep.stats.model_s += time.perf_counter() - started
         prep.stats.forward_passes += len(batch)
-        total += np.tensordot(w[s], grad.astype(np.float64), axes=1)[None]
+        for weight, g in zip(w[s], grad):  # one input at a time, in order: the float64 sum is the
+            total[0] += weight * g.astype(np.float64)  # same, bit for bit, whatever the batch split
         outputs.append(out)
     return total, np.concatenate(outputs)
 

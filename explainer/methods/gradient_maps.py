@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Model
+from ..model import Model, logit_view
 from ..errors import InputError
 from ..explanation import Explanation
 from . import MethodInfo, Option
@@ -50,6 +50,7 @@ def gradient_map(model: Model, image: Any, target: int | str | None = None, *, m
     if method not in RELU_RULES:
         raise InputError(f"method must be one of {', '.join(RELU_RULES)}, got {method!r}")
     require_gradients(model, method)
+    model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     num_samples = check_positive_int("num_samples", num_samples, minimum=0)
     if not np.isfinite(noise_level) or noise_level < 0:
         raise InputError(f"noise_level must be a number >= 0, got {noise_level!r}")

@@ -118,7 +118,7 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     mask_clipping : {"on", "off"}
     output_upsampling : {"bicubic", "nearest", "none"}
         "none": map[y, x] = mean over masks covering (y, x) of
-        score(x) - score(masked x), 0 where no mask covers. "bicubic"/"nearest":
+        score(x) - score(masked x), NaN where no mask covers. "bicubic"/"nearest":
         the per-mask score changes, placed at the mask centres and interpolated.
     mini_batch_size : int
     score : {"probability", "logit"}
@@ -133,7 +133,9 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     Returns
     -------
     Explanation
-        ``map`` : (H, W) float32 at the model's input resolution.
+        ``map`` : (H, W) float32 at the model's input resolution; NaN at pixels no mask
+        covers (e.g. the right/bottom strip with ``mask_clipping="off"`` when the stride does
+        not divide H - mask; hatched in the picture), counted in ``params["uncovered_pixels"]``.
     """
     if output_upsampling not in UPSAMPLING:
         raise InputError(f"output_upsampling must be one of {UPSAMPLING}, got {output_upsampling!r}")
@@ -159,12 +161,15 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     y = perturb(runner, prep.x, grid.count, fill, mini_batch_size, prep.stats, xp, score=score,
                 target=prep.target, progress=progress, desc="occlusion")
     diff = prep.score - y
-    relevance = _aggregate(diff, grid, shape, output_upsampling, axes(0, grid.count), xp)
+    all_axes = axes(0, grid.count)
+    relevance = _aggregate(diff, grid, shape, output_upsampling, all_axes, xp)
+    covered = to_numpy(masks.box_coverage_sum(xp.ones(grid.count, dtype=xp.float32), *all_axes)) > 0
+    relevance = np.where(covered, relevance, np.nan)  # no mask covers these pixels: no measurement
     params = dict(mask_size=list(grid.mask_size), stride=list(grid.stride),
                   mask_value=value.tolist(), mask_clipping=mask_clipping,
                   output_upsampling=output_upsampling, mini_batch_size=int(mini_batch_size),
                   score=score, execution_environment=xp.__name__, num_masks=grid.count,
-                  inference=inference)
+                  inference=inference, uncovered_pixels=int((~covered).sum()))
     return explanation(model, prep, "occlusion", relevance, params)
 
 

@@ -14,11 +14,11 @@ from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation.engine import check_batch_size
-from ..perturbation.sampling import ConditionalSampler, MarginalSampler, load_folder
+from ..perturbation.sampling import ConditionalSampler, MarginalSampler, load_folder_except
 from ..xp import array_module
 from . import MethodInfo, Option
 from .shared_options import INCREMENTAL_OPTION, check_incremental, incremental_runner
-from .common import Prepared, auto_or_numbers, explanation, prepare
+from .common import Prepared, auto_or_numbers, explanation, load_input, prepare
 from .prediction_difference_core import (Windows, aggregate, evidence, grid_windows, hidden_unit_model,
                                          refine, window_scores)
 
@@ -76,16 +76,27 @@ def _announce(message: str, progress: bool) -> None:
 
 
 def _sampler(sampling: str, data: Any, model: Model, window_size: int, patch_size: Any,
-             cache_dir: Any, xp: Any) -> tuple[Any, int]:
+             cache_dir: Any, xp: Any, x: np.ndarray, num_samples: int) -> tuple[Any, int, dict[str, int]]:
+    """The sampler over ``data`` without the image explained (``x``, by content), and the counts."""
     pre = model.spec.preprocessing
+    images, files, excluded = load_folder_except(data, pre, x)
+    counts = dict(data_images=len(files), data_images_excluded=excluded)
+    besides = " besides the image being explained" if excluded else ""
+    if sampling == "marginal" and len(files) < num_samples:
+        raise InputError(f"data folder {data}: {len(files)} image(s){besides}; marginal sampling draws "
+                         f"num_samples={num_samples} different images per window: give at least "
+                         f"{num_samples} images or fewer samples")
+    if not files:
+        raise InputError(f"data folder {data}: no image{besides} to fit the patch Gaussian on")
     if sampling == "marginal":
-        return MarginalSampler(load_folder(data, pre), window_size, xp=xp), 0
+        return MarginalSampler(images, window_size, xp=xp), 0, counts
     l_ = window_size + 4 if isinstance(patch_size, str) and patch_size == "auto" \
         else _positive("patch_size", patch_size)
     if l_ < window_size or l_ > min(pre.size):
         raise InputError(f"patch_size must be between window_size {window_size} and the input side "
                          f"{min(pre.size)}, got {l_}")
-    return ConditionalSampler.from_folder(data, pre, window_size, l_, cache_dir=cache_dir, xp=xp), l_
+    return ConditionalSampler.from_folder(data, pre, window_size, l_, cache_dir=cache_dir, xp=xp,
+                                          files=files), l_, counts
 
 
 def _units(model: Model, target: Any, score: str, layer: str | None,
@@ -136,7 +147,10 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
         "marginal": the window's pixels from S other images of ``data`` at the
         same place. "conditional": from a Gaussian over l x l patches fitted on
         ``data`` (cached in ``cache_dir``), conditioned on the rest of the patch.
-    data : folder of images (required), preprocessed as the model's inputs
+    data : folder of images (required), preprocessed as the model's inputs; an image equal to
+        the one explained (same input tensor) is left out, and marginal sampling needs at
+        least ``num_samples`` images besides it (``params["data_images"]``,
+        ``params["data_images_excluded"]``)
     patch_size : int or "auto" (= k + 4), l for conditional sampling
     training_size, num_classes : N and K of the Laplace correction ("auto" K =
         the model's number of classes)
@@ -184,9 +198,10 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
     shape = tuple(model.spec.preprocessing.size)
     if k > min(shape):
         raise InputError(f"window_size {k} is larger than the {shape[0]}x{shape[1]} input")
-    sampler, l_ = _sampler(sampling, data, model, k, patch_size, cache_dir, xp)
-    prep = prepare(model, image, target, score)
     n_cls = model.spec.num_classes if num_classes == "auto" else _positive("num_classes", num_classes)
+    inp = load_input(model, image)
+    sampler, l_, counts = _sampler(sampling, data, model, k, patch_size, cache_dir, xp, inp.x, s)
+    prep = prepare(model, inp, target, score)
     cost = prediction_difference_cost(shape, window_size=k, stride=step, num_samples=s,
                                       coarse_to_fine=coarse_to_fine)
     runner, inference = incremental_runner(model, prep.x, (k, k), incremental)
@@ -204,7 +219,8 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
                   data=str(data), patch_size=l_ or None, training_size=n_train, num_classes=n_cls,
                   score=score, layer=layer, unit=None if layer is None else prep.target,
                   coarse_to_fine=coarse_to_fine, mini_batch_size=int(mini_batch_size),
-                  num_windows=len(windows), execution_environment=xp.__name__, inference=inference)
+                  num_windows=len(windows), execution_environment=xp.__name__, inference=inference,
+                  **counts)
     arrays = {"window_corners": windows.corners(), "window_evidence": values.astype(np.float32)}
     return explanation(model, prep, "prediction-difference", relevance, params, seed=int(seed),
                        arrays=arrays, display="diverging")

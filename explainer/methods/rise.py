@@ -158,13 +158,10 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
         blocks.append((start, stop, y) + _weighted_sum(y, make, start, xp))
 
     def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The two half maps with the mean score taken out (a control variate: the noise of
-        mean score x mean mask would otherwise hide the agreement of the signal)."""
-        out = []
-        for part in ([b for b in blocks if b[1] <= n // 2], [b for b in blocks if b[0] >= n // 2 and b[1] <= n]):
-            y = np.concatenate([b[2] for b in part])
-            out.append(to_numpy(sum(b[3] for b in part) - float(y.mean()) * sum(b[4] for b in part)))
-        return out[0], out[1]
+        """The two half maps, each the same estimator as the returned map (scores^T masks), so
+        their agreement measures the noise of the map the run returns."""
+        return tuple(to_numpy(sum(b[3] for b in part)) for part in (
+            [b for b in blocks if b[1] <= n // 2], [b for b in blocks if b[0] >= n // 2 and b[1] <= n]))
 
     stopping = run_adaptive(int(num_masks), FIRST_ROUND, quality, evaluate, halves)
     total = to_numpy(sum(b[3] for b in blocks))

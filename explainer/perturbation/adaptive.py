@@ -3,12 +3,15 @@
 Samples are drawn for the cap (``--num-masks`` / ``--num-samples``) from the seed as
 before, then evaluated in doubling rounds: n = first, 2 first, 4 first, ... up to the cap.
 After each round the method makes two estimates from disjoint halves of the n samples
-(the first n/2 and the last n/2) and the run stops when their Spearman rank correlation
-reaches the quality preset's threshold. Two half-budget estimates agreeing at rho means
-the full n-sample estimate agrees with the converged map at least as well (averaging
-halves the noise), so the threshold is a conservative stand-in for "rank correlation
-with the full-budget map". Rounds depend only on n, never on the batch size, so a seed
-still fixes the result.
+(the first n/2 and the last n/2); their Spearman rank correlation r is the split-half
+agreement. The run stops when the agreement the n-sample map is predicted to have with
+the cap's map (what a full-budget run would return) reaches the quality preset's
+threshold. The prediction treats the map as signal plus sampling noise whose variance
+falls as 1/n (a mean over samples): split halves agreeing at r put the n-sample map's
+noise-to-signal variance ratio at q = (1 - r) / (2 r), and the cap's map contains these
+n samples, so corr(map_n, map_cap) = sqrt((1 + q n / cap) / (1 + q)) (Spearman-Brown for
+nested means; 1 at r = 1 or n = cap). Rounds depend only on n, never on the batch size,
+so a seed still fixes the result.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import numpy as np
 from ..errors import InputError
 
 QUALITY = {"fast": 0.90, "balanced": 0.95, "best": None}
-"""Split-half Spearman threshold of each preset; "best" evaluates every sample (no early stop)."""
+"""Each preset's threshold on the predicted agreement with the full-budget map; "best"
+evaluates every sample (no early stop)."""
 
 
 def check_quality(quality: str) -> float | None:
@@ -41,6 +45,17 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / den) if den > 0 else 0.0
 
 
+def predicted_agreement(rho: float, n: int, cap: int) -> float:
+    """Predicted correlation of the n-sample map with the cap-sample map, from the split-half
+    agreement ``rho`` of two n/2-sample maps (module docstring); 0 when ``rho`` <= 0."""
+    if rho <= 0:
+        return 0.0
+    if rho >= 1 or n >= cap:
+        return 1.0
+    q = (1.0 - rho) / (2.0 * rho)
+    return float(np.sqrt((1.0 + q * n / cap) / (1.0 + q)))
+
+
 def rounds(cap: int, first: int) -> list[int]:
     """Cumulative sample counts after each round: first, 2 first, ... and finally ``cap``."""
     out, n = [], max(2, first)
@@ -52,7 +67,8 @@ def rounds(cap: int, first: int) -> list[int]:
 
 @dataclass
 class Stopping:
-    """Where an adaptive run stopped: ``used`` samples, and (n, rho) after each round."""
+    """Where an adaptive run stopped: ``used`` samples, and after each round (n, the split-half
+    Spearman rho, the predicted agreement with the full-budget map)."""
 
     quality: str
     threshold: float | None
@@ -62,12 +78,12 @@ class Stopping:
 
     def params(self) -> dict:
         return dict(quality=self.quality, threshold=self.threshold, cap=self.cap, used=self.used,
-                    split_half_spearman=self.history)
+                    rounds=["n", "split_half_spearman", "predicted_agreement"], history=self.history)
 
 
 def run_adaptive(cap: int, first: int, quality: str, evaluate: Callable[[int, int], None],
                  halves: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> Stopping:
-    """Evaluate samples in rounds until the split-half correlation reaches the threshold.
+    """Evaluate samples in rounds until the predicted agreement reaches the threshold.
 
     Parameters
     ----------
@@ -88,8 +104,9 @@ def run_adaptive(cap: int, first: int, quality: str, evaluate: Callable[[int, in
         done = n
         if threshold is not None and n < cap:
             rho = spearman(*halves(n))
-            stop.history.append([n, round(rho, 4)])
-            if rho >= threshold:
+            agreement = predicted_agreement(rho, n, cap)
+            stop.history.append([n, round(rho, 4), round(agreement, 4)])
+            if agreement >= threshold:
                 break
     stop.used = done
     return stop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,35 @@ def load_folder(folder: str | Path | None, preprocessing: Preprocessing) -> np.n
     """
     files = image_files(folder)
     return np.concatenate([preprocess(read_image(f), preprocessing) for f in files], axis=0)
+
+
+def tensor_digest(x: np.ndarray) -> str:
+    """sha256 of a (1, C, H, W) input tensor's float32 bytes: the content an image shows the model."""
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
+
+
+def load_folder_except(folder: str | Path | None, preprocessing: Preprocessing,
+                       exclude: np.ndarray | None) -> tuple[np.ndarray, list[Path], int]:
+    """The folder's images preprocessed, without any whose tensor equals ``exclude``.
+
+    Prediction difference must not sample a window from the image it explains (a sample
+    equal to the image changes nothing and pulls the evidence towards 0); the image is
+    recognised by content (:func:`tensor_digest`), whatever its file name.
+
+    Returns
+    -------
+    data : (n, C, H, W) float32 ndarray, possibly n = 0
+    files : the n files kept
+    excluded : how many files were left out
+    """
+    files = image_files(folder)
+    skip = None if exclude is None else tensor_digest(exclude)
+    kept, tensors = [], []
+    for f in files:
+        t = preprocess(read_image(f), preprocessing)
+        if tensor_digest(t) != skip:
+            kept.append(f)
+            tensors.append(t)
+    shape = (0,) + tuple(exclude.shape[1:]) if exclude is not None else (0,)
+    data = np.concatenate(tensors, axis=0) if tensors else np.zeros(shape, np.float32)
+    return data, kept, len(files) - len(kept)

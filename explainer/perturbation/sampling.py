@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..imaging import Preprocessing, preprocess, read_image
 from . import patch_gaussian
-from .folder import IMAGE_SUFFIXES, image_files, load_folder  # noqa: F401  (re-exported)
+from .folder import IMAGE_SUFFIXES, image_files, load_folder, load_folder_except  # noqa: F401  (re-exported)
 from .patch_gaussian import PatchGaussian
 
 def window_starts(length: int, window: int, stride: int) -> np.ndarray:
@@ -191,13 +191,15 @@ class ConditionalSampler:
     @classmethod
     def from_folder(cls, folder: str | Path | None, preprocessing: Preprocessing, window_size: int,
                     patch_size: int, *, cache_dir: str | Path | None = None, num_patches: int = 20000,
-                    xp: ModuleType = np) -> "ConditionalSampler":
+                    xp: ModuleType = np, files: list[Path] | None = None) -> "ConditionalSampler":
         """Fit (or load from the cache) the patch Gaussian of a folder of images.
 
         The cache file is keyed by the folder's content hash, the preprocessing,
-        l and the fit settings, and written atomically.
+        l and the fit settings, and written atomically. ``files``: use only these
+        images of the folder (default: all).
         """
-        files = image_files(folder)
+        if files is None:
+            files = image_files(folder)
         key = patch_gaussian.cache_key(patch_gaussian.folder_digest(files), preprocessing, patch_size,
                                        num_patches)
         path = Path(cache_dir or patch_gaussian.default_cache_dir()) / f"patch-gaussian-{key[:32]}.npz"

@@ -56,11 +56,15 @@ class TritonCapabilities(ModelBase):
         raise CapabilityError(f"{self.endpoints[0]}: the fully connected weights are not served; "
                               "cam derives them from the deployed gradient model of the default layer")
 
-    def layers(self) -> list[Layer]:
-        """The layers the deployed companion models give access to (names only)."""
+    def deployed(self) -> list[dict[str, Any]]:
+        """The ready companion models of this served model (``inventory.companions``)."""
         from .inventory import companions
 
-        named = dict.fromkeys(layer for c in companions(self) for layer in c["layers"])
+        return companions(self)
+
+    def layers(self) -> list[Layer]:
+        """The layers the deployed companion models give access to (names only)."""
+        named = dict.fromkeys(layer for c in self.deployed() for layer in c["layers"])
         return [Layer(name=n, op_type=None, output=None, shape=None) for n in named]
 
     def describe(self) -> dict[str, Any]:

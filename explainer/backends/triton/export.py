@@ -34,7 +34,7 @@ def _forward_batch_size(repo: Path, name: str) -> int:
 def _flag_default(proto: onnx.ModelProto, forward: onnx.ModelProto, layer: str | None) -> None:
     """Record in ``explainer.gradient`` whether ``layer`` is the forward model's default feature layer."""
     from ...graph.gradients import gradient_info
-    from ...graph.inspect import default_feature_layer
+    from ...graph.feature_default import default_layer as default_feature_layer
 
     if layer is not None:
         meta = {p.key: p.value for p in proto.metadata_props}
@@ -76,7 +76,7 @@ def export_to_repo(model: str | Path, repo: str | Path, *, name: str | None = No
     from .naming import dream_model_name, gradient_model_name
     from ...graph.outputs import objective_gradient_model
     from ...graph.gradients import gradient_model
-    from ...graph.inspect import default_feature_layer
+    from ...graph.feature_default import default_layer as default_feature_layer
 
     repo, name = Path(repo), name or forward_name(model)
     if not repo.is_dir():
