@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,6 +97,10 @@ def test_explain_on_cluster_equals_single_process_and_resumes(cluster, tmp_path,
 def test_audit_on_two_workers_equals_single_process(per_class, tmp_path, monkeypatch):
     """``per_class=None``: the issue's check, the whole shortcut test set with default settings."""
     monkeypatch.chdir(tmp_path)
+    temp = tmp_path / "tmp"  # Dask's scratch space goes here, and must be gone at the end
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     if per_class is None:
         (tmp_path / "work").mkdir()
         testset, masks, steps = SHORTCUT / "testset", SHORTCUT / "masks" / "object", []
@@ -113,7 +118,8 @@ def test_audit_on_two_workers_equals_single_process(per_class, tmp_path, monkeyp
     _same_outputs(a / "cache", b / "cache")
     findings = json.loads((b / "results.json").read_text())["findings"]
     assert [(f["label"], f["region"]) for f in findings if f["flagged"]] == [("circle", "lower-left")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster", "single", "work"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster", "single", "tmp", "work"]
+    assert [p.name for p in temp.iterdir() if "dask" in p.name] == []
 
 
 def test_worker_killed_mid_run_has_its_tasks_rerun(tmp_path):

@@ -21,7 +21,7 @@ from ..methods.common import load_input
 from ..console import shown
 from ..model import Model
 from .connect import MAX_TASK_BYTES, Cluster, check_options, connect, run_tasks
-from .worker import ImageTask, audit_task, explain_task
+from .worker import ImageTask, audit_settings, audit_task, explain_task
 
 if TYPE_CHECKING:
     from ..audit.records import Audit
@@ -123,10 +123,10 @@ def audit_prefill(args: argparse.Namespace, progress: bool) -> "Prefill | None":
         order = sorted(missing)
         for i in order:
             check_size(a.paths[i])
-        described = a.model.describe()
+        described, settings = a.model.describe(), audit_settings(a)
         tasks = ((audit_task, (described, a.model.spec.sha256, list(missing[i]), steps, seed,
                                int(a.predicted[i]), image_task(a.paths[i]),
-                               None if a.objects is None else np.asarray(a.objects[i]), a.tolerance, a.data))
+                               None if a.objects is None else np.asarray(a.objects[i]), settings))
                  for i in order)
         stored = [0]
 

@@ -99,17 +99,23 @@ def explain_task(description: dict[str, Any], sha256: str, method: str, options:
     return run(image, target, progress=False), worker_name()
 
 
+def audit_settings(a: Any) -> dict[str, Any]:
+    """The audit's scalar settings (every attribute of ``Audit`` that is a number, a string or
+    None, counters aside), which a worker's one-image Audit must share with the client's."""
+    return {k: v for k, v in vars(a).items()
+            if isinstance(v, (int, float, str, type(None))) and k not in ("computed", "reused")}
+
+
 def audit_task(description: dict[str, Any], sha256: str, methods: list[str], steps: int, seed: int,
-               target: int, task: ImageTask, objects: np.ndarray | None, tolerance: int = 0,
-               data: str | None = None) -> dict[str, Any]:
+               target: int, task: ImageTask, objects: np.ndarray | None,
+               settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """One image of an audit: {method: Explained} for ``methods``, as ``audit.run.compute`` makes it.
 
     Parameters
     ----------
     target : the class the client predicted for the image (explained and measured)
     objects : (H, W) bool ndarray or None, the image's object mask
-    tolerance : the pointing game's tolerance in pixels (the client's ``Audit.tolerance``)
-    data : the --data folder of methods that sample from one (a path the worker must read)
+    settings : :func:`audit_settings` of the client's Audit
     """
     from ..audit.records import Audit
     from ..audit.run import compute
@@ -120,6 +126,6 @@ def audit_task(description: dict[str, Any], sha256: str, methods: list[str], ste
     a = Audit(model, [Path(task.source)], [None], np.zeros((1, model.spec.num_classes)),
               np.array([target]), np.asarray(given.pixels)[None], given.x, list(methods))
     a.objects = None if objects is None else np.asarray(objects, dtype=bool)[None]
-    a.tolerance, a.data = int(tolerance), data
+    vars(a).update(settings or {})
     found = discover()
     return {name: compute(a, 0, found[name], steps, seed) for name in methods}
