@@ -21,12 +21,12 @@ class Settings:
 
     lime_samples: int = 2048
     occlusion_stride: Any = "auto"
-    ig_steps: int = 25
+    ig_steps: int = 800  # the cap of integrated gradients' adaptive steps (its default)
     dream_iterations: int = 30
     dream_levels: int = 4
     pd_window: int = 10
     pd_stride: int = 8
-    pd_samples: int = 4
+    pd_samples: int = 2  # marginal sampling: the 2 other bundled examples, one patch each
     pd_unit_stride: int = 8
     small: bool = False
 

@@ -27,11 +27,11 @@ def _image(ctx: Context) -> Any:
 
 def gradient_page(ctx: Context) -> bytes:
     inp = _image(ctx)
+    ig = integrated_gradients(ctx.model, inp, num_steps=ctx.settings.ig_steps)  # adaptive up to the cap
     maps = [(gradient(ctx.model, inp), "saliency (gradient)"),
             (guided_backprop(ctx.model, inp), "guided backpropagation"),
             (deconvnet(ctx.model, inp), "Zeiler-Fergus (deconvnet)"),
-            (integrated_gradients(ctx.model, inp, num_steps=ctx.settings.ig_steps),
-             f"integrated gradients ({ctx.settings.ig_steps} steps)")]
+            (ig, f"integrated gradients ({ig.params.get('num_steps_used', ctx.settings.ig_steps)} steps)")]
     e0 = maps[0][0]
     return figure([picture(inp.original, f"{IMAGE}.png: {e0.label} ({e0.score:.2f})"),
                    *[explained(e, title, DisplayOptions(view="crop")) for e, title in maps]],
