@@ -1,5 +1,11 @@
 """explainer: explain the decisions of deployed image classifiers (ONNX, Triton)."""
 
+import os as _os
+
+# ONNX Runtime's telemetry writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ and $TMPDIR/.ses
+# when it is imported; off unless the user set ORT_DISABLE_TELEMETRY (docs/security.md).
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from .api import classify, default_model_path, load_model, model_from_description
 from .backends.function import from_function
 from .errors import InputError, ModelError, ServerError

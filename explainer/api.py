@@ -11,9 +11,10 @@ import numpy as np
 from .model import Model, scores
 from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES
 from .backends.onnxruntime import OnnxModel
-from .errors import InputError
+from .errors import InputError, ModelError
 from .methods.common import load_input
 from .paths import bundled_model
+from .validation import number
 
 BUNDLED_MODEL = bundled_model()  # package data: found from any directory after a normal install
 
@@ -68,7 +69,7 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
         from .backends.triton.model import TritonModel
 
         model = TritonModel(source, labels=labels, size=size, layout=layout, scale=scale, mean=mean,
-                            std=std, concurrency=concurrency, timeout=timeout or 60.0, headers=headers,
+                            std=std, concurrency=concurrency, timeout=60.0 if timeout is None else timeout, headers=headers,
                             tls=tls, **({} if retry_seconds is None else {"retry_seconds": retry_seconds}))
         if gradient_model is not None:
             if not isinstance(gradient_model, str) or not gradient_model.strip() or "/" in gradient_model:
@@ -127,9 +128,11 @@ def classify(model: Model, image: Any, top: int = 5) -> list[dict[str, Any]]:
     list of dict
         ``{"index": int, "label": str, "probability": float}``, best first.
     """
-    if top < 1:
-        raise InputError(f"top must be a positive integer, got {top}")
+    number("top", top, low=1, integer=True)
     x = load_input(model, image).x
-    p = scores(model.predict(x), model.spec, "probability")[0]
+    out = model.predict(x)
+    if not np.all(np.isfinite(out)):
+        raise ModelError("the model returned NaN or Inf for a batch of 1 input")
+    p = scores(out, model.spec, "probability")[0]
     best = np.argsort(-p, kind="stable")[:top]
     return [{"index": int(i), "label": model.spec.labels[i], "probability": float(p[i])} for i in best]

@@ -14,20 +14,19 @@ from tqdm import tqdm
 
 from . import api
 from .audit import commands as audit_commands
+from .console import console, shown
 from .cli_options import model_options as _model_options  # shared by every subcommand's parser
 from .cluster import commands as cluster_commands
-from .model import to_layout
-from .backends.onnx_safety import DEFAULT_MAX_MODEL_BYTES, read_onnx
 from .errors import ExplainerError, InputError
 from .explanation import safe_stem
+from .output_set import check_out_dir, explain_settings, is_complete, output_bytes, signals_as_interrupt
 from .export_command import add_parser as add_export_gradients, cmd_export_gradients
-from .graph.feature_default import default_feature
-from .graph.gradients import uncovered_operators
-from .graph.inspect import layers
+from .cli_inspect import cmd_inspect
 from .cli_methods import FLAGS, METHODS, add_method_options, chosen_method
 from .methods.common import load_input
 from .paths import bundled_examples, package_version
 from .serving import commands as serving_commands
+from .visualization.rules import PIXEL_METHODS, DisplayOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,12 +63,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--method", required=True, choices=sorted(METHODS),
                    help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
     e.add_argument("--target", help="class index or label (default: the top-1 class)")
-    e.add_argument("--out", required=True, type=Path, help="output folder")
+    e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--save-input", action="store_true", help="also write <stem>.input.npy")
     e.add_argument("--json", action="store_true", help="print a JSON summary")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--resume", action="store_true",
-                   help="skip images whose <stem>.<method>.json is already in --out")
+                   help="skip images whose outputs in --out are complete, intact and made with these settings")
+    d = e.add_argument_group("how the PNG draws the map (the saved map is unchanged)")
+    d.add_argument("--view", choices=["full", "crop"], default="full",
+                   help="full: the whole original image, the model's crop dashed (default); crop: the model input")
+    d.add_argument("--sign", choices=["absolute", "positive", "negative", "all"],
+                   help="pixel attributions (gradient, guided-backprop, deconvnet, integrated-gradients): "
+                        "which sign to draw (default absolute)")
+    d.add_argument("--clip-percentile", type=float, default=99.0,
+                   help="pixel attributions: saturate above this percentile of |value| (default 99)")
+    d.add_argument("--smooth", type=float, default=0.0,
+                   help="pixel attributions: Gaussian sigma in pixels before clipping (default 0)")
     _model_options(e)
     add_method_options(e, chosen_method(argv) if argv is not None else None)
     cluster_commands.add_options(e)
@@ -130,9 +139,9 @@ def cmd_classify(args: argparse.Namespace) -> None:
         print(json.dumps(results, indent=2, allow_nan=False))
         return
     for path, top in results.items():
-        print(path)
+        print(shown(path))
         for r in top:
-            print(f"  {r['index']:5d}  {r['probability']:.4f}  {r['label']}")
+            print(f"  {r['index']:5d}  {r['probability']:.4f}  {shown(r['label'])}")
 
 
 def cmd_examples(args: argparse.Namespace) -> None:
@@ -142,55 +151,6 @@ def cmd_examples(args: argparse.Namespace) -> None:
     for name, path in found.items():
         if args.name in (None, name):
             print(path)
-
-
-def cmd_inspect(args: argparse.Namespace) -> None:
-    model = _load(args)
-    spec = model.spec
-    remote = model.backend == "triton"  # a served model: no graph, but the deployed companion models
-    proto = None if remote else read_onnx(spec.source, max_bytes=args.max_model_bytes)
-    all_layers = [] if remote else layers(proto)
-    found = None if remote else default_feature(proto, spec.preprocessing.layout)
-    feature = found[0] if found else None
-    deployed = None
-    if remote:
-        deployed = model.deployed()
-        default = next((c["layers"][0] for c in deployed if c.get("default_layer") and c["layers"]), None)
-        feature = argparse.Namespace(name=default) if default else None
-        named = dict.fromkeys(layer for c in deployed for layer in c["layers"])
-        all_layers = [argparse.Namespace(name=n, op_type=None, output=None, shape=None) for n in named]
-    info = {
-        "model": spec.source, "sha256": spec.sha256, "backend": model.backend,
-        "input": {"name": spec.input_name, "shape_nchw": list(spec.input_shape),
-                  "max_batch_size": spec.max_batch_size},
-        "output": {"name": spec.output_name, "classes": spec.num_classes, "kind": spec.output_kind},
-        "preprocessing": json.loads(spec.preprocessing.to_json()),
-        "preprocessing_source": spec.preprocessing_source,
-        "default_feature_layer": feature.name if feature else None,
-        "feature_view": found[1].describe() if found else None,
-        "uncovered_operators": None if remote else uncovered_operators(proto),
-        "layers": [{"name": lay.name, "op": lay.op_type, "output": lay.output,
-                    "shape": list(lay.shape) if lay.shape is not None else None} for lay in all_layers],
-    }
-    if deployed is not None:
-        info["deployed"] = deployed
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return
-    for key in ("model", "sha256", "input", "output", "preprocessing", "preprocessing_source",
-                "default_feature_layer"):
-        print(f"{key}: {info[key]}")
-    if not remote:
-        print(f"feature_view: {info['feature_view']}")
-        missing = info["uncovered_operators"]
-        print("gradient methods: " + (f"not available, no gradient rule for {', '.join(missing)}" if missing
-                                      else "all operators on the input-to-output path are covered"))
-    print(f"layers ({len(all_layers)}{', through the deployed models below' if remote else ''}):")
-    for lay in info["layers"]:
-        print(f"  {lay['name']:40s} {lay['op'] or '':20s} {lay['shape'] or ''}")
-    for c in deployed or []:
-        print(f"deployed: {c['model']} ({c['kind']}{', relu ' + c['relu'] if 'relu' in c else ''})"
-              f"{': ' + ', '.join(c['layers']) if c['layers'] else ''}")
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
@@ -203,29 +163,44 @@ def cmd_explain(args: argparse.Namespace) -> None:
     stems = [safe_stem(Path(p).stem) for p in args.images] if info.needs_image else [info.name]
     if len(set(stems)) != len(stems):
         raise InputError("two images share a file name; their outputs would overwrite each other")
+    if args.sign is not None and info.name not in PIXEL_METHODS:
+        raise InputError(f"--sign applies to {', '.join(PIXEL_METHODS)}, not to --method {info.name}")
+    display = DisplayOptions(view=args.view, sign=args.sign, clip_percentile=args.clip_percentile,
+                             smooth=args.smooth)
+    out = check_out_dir(args.out, output_bytes(model.spec))  # before any computing: room for one set
+    settings = {s: {**explain_settings(model, info.name, options, args.target, p if info.needs_image else None,
+                                       args.save_input), "display": display.to_dict()}
+                for p, s in zip(args.images or [info.name], stems)}  # a new --view redraws the PNG
     todo = [(p, s) for p, s in zip(args.images or [info.name], stems)
-            if not (args.resume and (args.out / f"{s}.{info.name}.json").is_file())]
+            if not (args.resume and is_complete(out / f"{s if s == info.name else s + '.' + info.name}.json",
+                                                settings[s]))]
     progress = not args.quiet and sys.stderr.isatty()
+
+    def write(result: Any, stem: str) -> list[Path]:
+        # --save-input writes the (1, C, H, W) NCHW tensor whatever the model's layout: the layout of the
+        # attributions, and of the .npy inputs `explain` reads back
+        return result.save(out, stem, save_input=args.save_input and result.input is not None,
+                           settings=settings[stem], display=display)
+
     if on_cluster:  # validates every image first too, without keeping them
-        return cluster_commands.explain(args, model, info, options, todo, len(stems) - len(todo), progress)
+        return cluster_commands.explain(args, model, info, options, todo, len(stems) - len(todo), progress, write)
     inputs = [(p, s, load_input(model, p) if info.needs_image else None) for p, s in todo]
     run = serving_commands.explainer_for(model, info, options, args.server_side)
     summary = []
     for path, stem, image in tqdm(inputs, desc="images", unit="image", disable=not progress or len(inputs) < 2):
         result = run(image, args.target, progress=progress)
-        layout = model.spec.preprocessing.layout
-        written = result.save(args.out, stem, save_input=args.save_input and result.input is not None,
-                              input_tensor=None if result.input is None else to_layout(result.input, layout))
+        written = write(result, stem)
         summary.append({**result.to_dict(), "files": [str(f) for f in written]})
         if not args.json and not args.quiet:
-            print(f"{path}: {result.label} ({result.score:.3f}) -> " + ", ".join(str(f) for f in written))
+            print(f"{shown(path)}: {shown(result.label)} ({result.score:.3f}) -> "
+                  + ", ".join(shown(f) for f in written))
     if not args.json and not args.quiet and len(todo) < len(stems):
-        print(f"{len(stems) - len(todo)} image(s) already explained in {args.out}: skipped (--resume)")
+        print(f"{len(stems) - len(todo)} image(s) already explained in {shown(args.out)}: skipped (--resume)")
     if args.json:
         print(json.dumps(summary, indent=2, allow_nan=False))
 
 
-COMMANDS = {"classify": cmd_classify, "examples": cmd_examples, "inspect": cmd_inspect, "explain": cmd_explain,
+COMMANDS = {"classify": cmd_classify, "examples": cmd_examples, "inspect": lambda a: cmd_inspect(a, _load), "explain": cmd_explain,
             "triton-server": cmd_triton_server}
 COMMANDS.update(audit_commands.commands(_load))
 COMMANDS["export-gradients"] = cmd_export_gradients
@@ -250,8 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Python warnings from the libraries (Pillow on a corrupt EXIF block, scikit-learn,
     ...) are not shown: the user sees the result or one line that names the problem.
     """
+    with console():  # everything printed is redacted, control characters escaped
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), signals_as_interrupt():  # SIGTERM/SIGHUP end it like Ctrl-C
             warnings.simplefilter("ignore")
             args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
             COMMANDS[args.command](args)
@@ -261,14 +241,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 0
     except ExplainerError as e:
-        print(f"explainer: error: {e}", file=sys.stderr)
+        print(f"explainer: error: {shown(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("explainer: interrupted", file=sys.stderr)
-        return 130
+    except MemoryError:  # the estimates (validation.check_memory) missed: still one line, not a traceback
+        print("explainer: error: out of memory; use smaller options or a larger machine", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        if hasattr(e, "exit_code"):  # the run's deadline ($EXPLAINER_RUN_TIMEOUT)
+            print(f"explainer: error: {e}", file=sys.stderr)
+            return e.exit_code
+        signum = getattr(e, "signum", 2)
+        print("explainer: interrupted" + (f" ({e})" if signum != 2 else ""), file=sys.stderr)
+        return 128 + signum
     except Exception as e:  # never a traceback for the user
-        print(f"explainer: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-              file=sys.stderr)
+        print(f"explainer: internal error: {type(e).__name__}: {shown(e)}", file=sys.stderr)
         return 1
 
 

@@ -92,7 +92,7 @@ def tsne_png(coords: np.ndarray, classes: Sequence[str], *, title: str = "") -> 
     """Scatter plot of (N, 2) coordinates coloured by class, as PNG bytes."""
     import matplotlib.pyplot as plt
 
-    from . import visualization  # noqa: F401  (selects the Agg backend)
+    from .visualization import overlay  # noqa: F401  (selects the Agg backend)
 
     fig, ax = plt.subplots(figsize=(5, 4.2), dpi=100)
     try:
@@ -141,7 +141,7 @@ def grid_png(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str],
     """A grid of (H, W, 3) uint8 images, one row per title, captions under each, as PNG."""
     import matplotlib.pyplot as plt
 
-    from . import visualization  # noqa: F401
+    from .visualization import overlay  # noqa: F401
 
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols + 1.2, 1.8 * n_rows), dpi=100,

@@ -15,13 +15,66 @@ exception            exit    meaning
 
 Library callers tell them apart by type: ``except InputError`` (also a ``ValueError``)
 versus ``except ModelError`` (also a ``RuntimeError``).
+
+Secrets: :func:`add_secret` registers a configured value (a request header's value, a
+URL's credentials or query); :func:`redact` replaces every registered value, and the
+credentials and query of any URL, in a text. Every error this package raises is redacted
+when it is made, and the command line redacts all it prints and every JSON it writes,
+whatever produced the text (a client library's error, a server echoing headers).
 """
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import quote
+
+REDACTED = "<redacted>"
+MIN_SECRET_CHARS = 4  # shorter values ("1", "on") are not secrets and would garble every message
+_SECRETS: set[str] = set()
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@]*@")
+_URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#'\"]*)[?#][^\s'\"]*")
+
+
+def add_secret(value: Any) -> None:
+    """Register ``value`` (and its escaped, quoted and repr forms) for :func:`redact`."""
+    text = str(value)
+    if len(text.strip()) < MIN_SECRET_CHARS:
+        return
+    for form in (text, text.strip(), repr(text)[1:-1], text.encode("unicode_escape").decode("ascii"),
+                 json.dumps(text)[1:-1], quote(text, safe=""), quote(text)):
+        if len(form) >= MIN_SECRET_CHARS:
+            _SECRETS.add(form)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret and every URL's credentials and query replaced."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    text = _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    return _URL_QUERY.sub(lambda m: m.group(1) + "?" + REDACTED, text)
+
+
+def redact_json(value: Any) -> Any:
+    """A JSON-ready value with :func:`redact` applied to every string (keys included)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_json(k): redact_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_json(v) for v in value]
+    return value
 
 
 class ExplainerError(Exception):
     """Base of every error the package raises on purpose; ``exit_code`` is the CLI's status."""
 
     exit_code = 1
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class InputError(ExplainerError, ValueError):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .output_set import write_output_set
 from .paths import package_version
 
 
@@ -50,9 +48,11 @@ class Explanation:
     arrays : dict of str to ndarray
         Further results of the method (e.g. LIME's feature map and importances,
         raw gradients), saved as ``<stem>.<method>.<key>.npy``.
-    display : {"jet", "diverging"}
-        How the PNG shows the map: jet over its range, or red (for) / blue
-        (against) centred on 0 for signed evidence.
+    display : {"jet", "diverging", "pixel", "none"}
+        How the PNG shows the map (:mod:`explainer.visualization.rules`): jet over its
+        range, red (for) / blue (against) centred on 0 for signed evidence, pixel
+        attributions (percentile-clipped, a sign choice), or "none": no map files at all
+        (a global method such as deep dream writes only its ``images``).
     images : dict of str to (h, w) or (h, w, 3) uint8 ndarray
         Further pictures (e.g. a tile of activation channels), saved as
         ``<stem>.<method>.<key>.png``.
@@ -61,6 +61,10 @@ class Explanation:
     crop_box : [left, top, right, bottom] or None
         The region of the original image the model saw, in its pixel coordinates
         (None for a tensor input or no image).
+    original : (h, w, 3) uint8 ndarray or None
+        The original picture for ``view="full"`` drawings, long side capped at 2048 px.
+    image_size : [H0, W0] or None
+        The original image's size in pixels.
     explainer_version : str
         The version of explainer that made it.
     timestamp : str
@@ -86,47 +90,63 @@ class Explanation:
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     crop_box: list[float] | None = None
+    original: np.ndarray | None = field(default=None, repr=False)
+    image_size: list[int] | None = None
     explainer_version: str = field(default_factory=package_version)
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-ready."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("map", "pixels", "input", "arrays", "images")}
+        skip = ("map", "pixels", "input", "arrays", "images", "original")
+        d = {k: v for k, v in asdict(self).items() if k not in skip}
         d["arrays"] = {k: list(np.shape(v)) for k, v in self.arrays.items()}
         d["images"] = {k: list(np.shape(v)) for k, v in self.images.items()}
         d["map_shape"] = list(self.map.shape)
-        finite = self.map[np.isfinite(self.map)]  # NaN marks unmeasured pixels (occlusion)
+        finite = self.map[np.isfinite(self.map)]
         d["map_min"], d["map_max"] = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
+        d["map_nan_pixels"] = int(self.map.size - finite.size)
         return d
 
+    def file_prefix(self, stem: str) -> str:
+        """``<stem>.<method>``, or just the method for a global method's stem (deep dream
+        writes ``deep-dream.class_967.png``, not ``deep-dream.deep-dream.class_967.png``)."""
+        stem = safe_stem(stem)
+        return stem if stem == self.method else f"{stem}.{self.method}"
+
     def save(self, out_dir: str | Path, stem: str, *, save_input: bool = False,
-             input_tensor: np.ndarray | None = None) -> list[Path]:
+             input_tensor: np.ndarray | None = None, settings: dict[str, Any] | None = None,
+             display: Any = None) -> list[Path]:
         """Write ``<stem>.<method>.npy``, ``.png`` and ``.json`` into ``out_dir``.
 
-        All files are first written to temporary names in ``out_dir`` and renamed
-        at the end, so an error leaves no partial output. ``stem`` is reduced to a
-        safe file name. With ``save_input``, ``<stem>.input.npy`` holds
-        ``input_tensor`` (default ``self.input``).
+        The set appears all or nothing (:func:`explainer.output_set.write_output_set`): the
+        ``.json`` is renamed into place last and records the sha256 of ``settings`` and the
+        size and sha256 of every other file, which ``--resume`` verifies. ``stem`` is
+        reduced to a safe file name. With ``save_input``, ``<stem>.input.npy`` holds
+        ``input_tensor`` (default ``self.input``). ``display`` (a
+        :class:`explainer.visualization.DisplayOptions`) chooses how the PNG draws the
+        map; the JSON records it under ``display_options``. With ``display == "none"``
+        only the JSON, ``arrays`` and ``images`` are written (see :meth:`file_prefix`).
         """
-        from .visualization import overlay_png
+        from .visualization import DisplayOptions, overlay_png
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         stem = safe_stem(stem)
-        files: dict[Path, bytes | np.ndarray] = {
-            out / f"{stem}.{self.method}.npy": self.map.astype(np.float32),
-            out / f"{stem}.{self.method}.png": overlay_png(self),
-            out / f"{stem}.{self.method}.json": json.dumps(
-                self.to_dict(), indent=2, allow_nan=False, default=_jsonable).encode(),
-        }
+        prefix = self.file_prefix(stem)
+        options = display or DisplayOptions()
+        record = {**self.to_dict(), "display_options": options.to_dict()}
+        files: dict[Path, bytes | np.ndarray] = {}
+        if self.display != "none":
+            files[out / f"{prefix}.npy"] = self.map.astype(np.float32)
+            files[out / f"{prefix}.png"] = overlay_png(self, options)
         for key, value in self.arrays.items():
-            files[out / f"{stem}.{self.method}.{safe_stem(key)}.npy"] = np.asarray(value)
+            files[out / f"{prefix}.{safe_stem(key)}.npy"] = np.asarray(value)
         for key, value in self.images.items():
-            files[out / f"{stem}.{self.method}.{safe_stem(key)}.png"] = png_bytes(value)
+            files[out / f"{prefix}.{safe_stem(key)}.png"] = png_bytes(value)
         if save_input:
             files[out / f"{stem}.input.npy"] = np.asarray(
                 self.input if input_tensor is None else input_tensor, dtype=np.float32)
-        return atomic_write_all(files)
+        return write_output_set(files, out / f"{prefix}.json", record, settings)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -140,44 +160,13 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (np.ndarray, tuple)):
-        return list(np.asarray(v).tolist())
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
-
 def safe_stem(name: str) -> str:
     """A file-name stem with no path separators, no leading dots, at most 100 chars."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).lstrip(".")
     return stem[:100] or "image"
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def atomic_write_all(files: dict[Path, bytes | np.ndarray]) -> list[Path]:
-    """Write every file to a temporary name, then rename them all into place."""
-    temps: list[tuple[str, Path]] = []
-    try:
-        for path, content in files.items():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-            temps.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                if isinstance(content, np.ndarray):
-                    np.save(f, content, allow_pickle=False)
-                else:
-                    f.write(content)
-        mode = 0o666 & ~_umask()
-        for tmp, path in temps:
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return list(files)
+    """Write every file to a temporary name, then rename them all into place (all or nothing;
+    ``.json`` text redacted): :func:`explainer.output_set.write_output_set` without a record."""
+    return write_output_set(files)

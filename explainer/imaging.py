@@ -13,10 +13,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .validation import number, numbers
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 LAYOUTS = ("NCHW", "NHWC")
 RESIZES = ("stretch", "crop")
+MIN_CROP_FRACTION = 0.05  # the crop resize upscales by 1 / crop_fraction
+MAX_INTERMEDIATE_PIXELS = 1 << 24  # the crop resize never allocates a larger whole image (48 MB RGB)
+MAX_FACTOR = 1e6  # |scale|, |mean|, |std| beyond this are not preprocessing but an attack on float32
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -65,8 +69,8 @@ def _decode(source: Path | io.BytesIO, name: str) -> np.ndarray:
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode != "I" else max(float(a.max()), 1.0)
+        a = np.asarray(im, dtype=np.float64)  # by the format's range, never the image's own maximum
+        top = 65535.0 if im.mode != "I" or a.max(initial=0) <= 65535 else 2147483647.0
         gray = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -115,16 +119,16 @@ class Preprocessing:
             raise InputError(f"layout must be NCHW or NHWC, got {self.layout!r}")
         if self.resize not in RESIZES:
             raise InputError(f"resize must be one of {RESIZES}, got {self.resize!r}")
-        if not 0 < self.crop_fraction <= 1:
-            raise InputError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        number("crop_fraction", self.crop_fraction, low=MIN_CROP_FRACTION, high=1.0)
         if self.channels not in (1, 3):
             raise InputError(f"the model input has {self.channels} channels; only 1 or 3 are images")
         for name in ("mean", "std"):
             v = getattr(self, name)
             if len(v) not in (1, self.channels):
                 raise InputError(f"{name} needs 1 or {self.channels} values, got {list(v)}")
-        if any(s == 0 for s in self.std) or not np.isfinite(self.scale) or self.scale == 0:
-            raise InputError("std and scale must be non-zero")
+        number("scale", self.scale, low=-MAX_FACTOR, high=MAX_FACTOR, normal=True)
+        numbers("mean", self.mean, low=-MAX_FACTOR, high=MAX_FACTOR)
+        numbers("std", self.std, low=-MAX_FACTOR, high=MAX_FACTOR, normal=True)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -170,6 +174,8 @@ def preprocess(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
     x : (1, C, H, W) float32 ndarray, always NCHW (methods work in NCHW; the
         backend converts to the model's own layout).
     """
+    if not isinstance(spec, Preprocessing):
+        raise InputError(f"spec must be a Preprocessing, got {type(spec).__name__}")
     resized = fit_pixels(pixels, spec)
     v = resized.astype(np.float32)
     if spec.channels == 1:
@@ -188,15 +194,42 @@ def fit_pixels(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
     -------
     pixels : (H, W, 3) uint8 ndarray, H, W = spec.size
     """
+    pixels = check_pixels(pixels)
     if spec.resize == "stretch":
         return resize_pixels(pixels, spec.size)
     h, w = spec.size
     h0, w0 = pixels.shape[:2]
+    nh, nw, top, left = crop_geometry(pixels.shape, spec)
+    if nh * nw <= MAX_INTERMEDIATE_PIXELS:
+        big = resize_pixels(pixels, (nh, nw))
+        return big[top:top + h, left:left + w]
+    # over the cap (a thin or tiny image upscaled): resample only the kept region, same sampling grid
+    sy, sx = h0 / nh, w0 / nw
+    box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+    return np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC, box=box))
+
+
+def crop_geometry(shape: Sequence[int], spec: Preprocessing) -> tuple[int, int, int, int]:
+    """The crop resize's geometry: (nh, nw) the whole image resized so its shorter side is
+    ``max(size) / crop_fraction``, and (top, left) of the kept ``size`` window in it. The one
+    place both :func:`fit_pixels` and :func:`crop_box` (and any mapping back onto the original
+    image) take it from; the resized whole is never allocated over MAX_INTERMEDIATE_PIXELS."""
+    h, w = spec.size
+    h0, w0 = int(shape[0]), int(shape[1])
+    if h0 < 1 or w0 < 1:
+        raise InputError(f"image has no pixels (shape {list(shape)})")
     ratio = max(h, w) / spec.crop_fraction / min(h0, w0)
     nh, nw = max(h, round(h0 * ratio)), max(w, round(w0 * ratio))
-    big = resize_pixels(pixels, (nh, nw))
-    top, left = (nh - h) // 2, (nw - w) // 2
-    return big[top:top + h, left:left + w]
+    return nh, nw, (nh - h) // 2, (nw - w) // 2
+
+
+def check_pixels(pixels: Any) -> np.ndarray:
+    """``pixels`` when they are (H, W, 3) uint8 with H, W >= 1; InputError otherwise."""
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 3 \
+            or pixels.shape[2] != 3 or 0 in pixels.shape:
+        got = f"{pixels.dtype} {list(pixels.shape)}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+        raise InputError(f"pixels must be an (H, W, 3) uint8 array with H, W >= 1, got {got}")
+    return pixels
 
 
 def crop_box(shape: Sequence[int], spec: Preprocessing) -> tuple[float, float, float, float]:
@@ -216,9 +249,7 @@ def crop_box(shape: Sequence[int], spec: Preprocessing) -> tuple[float, float, f
     if spec.resize == "stretch":
         return (0.0, 0.0, float(w0), float(h0))
     h, w = spec.size
-    ratio = max(h, w) / spec.crop_fraction / min(h0, w0)
-    nh, nw = max(h, round(h0 * ratio)), max(w, round(w0 * ratio))
-    top, left = (nh - h) // 2, (nw - w) // 2
+    nh, nw, top, left = crop_geometry(shape, spec)
     sy, sx = nh / h0, nw / w0
     return (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
 
@@ -229,3 +260,21 @@ def resize_pixels(pixels: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if pixels.shape[:2] == (h, w):
         return pixels
     return np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC))
+
+
+MAX_DISPLAY_SIDE = 2048
+
+
+def display_copy(pixels: np.ndarray, max_side: int = MAX_DISPLAY_SIDE) -> np.ndarray:
+    """The original picture for drawing, shrunk so its long side is at most ``max_side``
+    (a 1 x 10000 image becomes 1 x 2048, never larger: drawing cost stays bounded).
+
+    Returns
+    -------
+    pixels : (h, w, 3) uint8 ndarray, h, w <= max_side, each >= 1
+    """
+    h0, w0 = pixels.shape[:2]
+    f = max_side / max(h0, w0)
+    if f >= 1:
+        return pixels
+    return resize_pixels(pixels, (max(1, round(h0 * f)), max(1, round(w0 * f))))

@@ -263,13 +263,13 @@ def randomisation_check(model: Model, explain: Callable[[Model], np.ndarray], *,
     max_layers : int, optional
         Stop after randomising this many layers (default: all).
     """
-    from .backends.onnx_safety import read_onnx
+    from .backends.onnx_safety import load_in_memory
     from .backends.onnxruntime import OnnxModel
 
     path = Path(model.spec.source)
     if not path.is_file() or path.suffix.lower() != ".onnx":
         raise InputError(f"the randomisation check needs an ONNX model file, got {model.spec.source!r}")
-    proto = read_onnx(path)
+    proto = load_in_memory(path)
     todo = list(reversed(parameter_layers(proto)))[:max_layers]
     if not todo:
         raise InputError(f"{path}: no layer with learned parameters to randomise")

@@ -177,7 +177,8 @@ class ModelBase:
         raise self._lacks(f"layer {layer!r}", "an ONNX file or a deployed companion model")
 
     def default_feature_layer(self) -> str:
-        raise self._lacks("layer 'auto'", "an ONNX file; name a layer with --layer")
+        raise self._lacks("layer 'auto'", "an ONNX file (else name a layer: --feature-layer for grad-cam, "
+                                          "--layer otherwise)")
 
     def linear_head(self) -> tuple[str, np.ndarray]:
         raise self._lacks("cam", "the fully connected weights of an ONNX file")
@@ -214,6 +215,16 @@ def to_layout(batch: np.ndarray, layout: str) -> np.ndarray:
     return batch if layout == "NCHW" else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
 
 
+def check_batch(batch: Any, spec: ModelSpec) -> np.ndarray:
+    """``batch`` when it is an (N, C, H, W) array of the model's input shape; InputError otherwise."""
+    shape = getattr(batch, "shape", None)
+    if shape is None or len(shape) != 4 or tuple(shape[1:]) != tuple(spec.input_shape):
+        got = list(shape) if shape is not None else type(batch).__name__
+        raise InputError(f"a batch for this model must have shape [N, {', '.join(map(str, spec.input_shape))}] "
+                         f"(NCHW), got {got}")
+    return batch
+
+
 def batch_slices(n: int, size: int) -> list[slice]:
     """Split ``range(n)`` into consecutive slices of at most ``size`` items."""
     if size < 1:
@@ -233,8 +244,7 @@ def scores(outputs: np.ndarray, spec: ModelSpec, score: str) -> np.ndarray:
     if spec.output_kind == "probabilities":
         if score == "logit":
             raise InputError("score='logit' needs a model that outputs logits; this one outputs probabilities "
-                             "(on an ONNX file ending in Softmax, the gradient methods, grad-cam and cam explain "
-                             "the logits before the Softmax)")
+                             "and its logits are not in reach (on an ONNX file ending in Softmax they are)")
         return out
     if score == "logit":
         return out
@@ -247,7 +257,10 @@ def resolve_target(target: int | str | None, spec: ModelSpec, top1: int) -> int:
     """Class index from an index, a label name or None (the top-1 class)."""
     if target is None:
         return int(top1)
-    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.strip().isdigit()):
+    if isinstance(target, bool):
+        raise InputError(f"target must be a class index or label, got {target!r}")
+    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.strip().isascii()
+                                                 and target.strip().isdigit()):
         idx = int(target)
         if not 0 <= idx < spec.num_classes:
             raise InputError(f"target {idx} is not a class: the model has classes 0..{spec.num_classes - 1}")

@@ -53,9 +53,12 @@ def user_data_dir() -> Path:
     return platformdirs.user_data_path(APP)
 
 
-def cache_dir() -> Path:
-    """$EXPLAINER_CACHE_DIR, else the platform's per-user cache folder (e.g. ~/.cache/explainer)."""
+def cache_dir() -> Path | None:
+    """$EXPLAINER_CACHE_DIR, else the platform's per-user cache folder (e.g. ~/.cache/explainer);
+    None when $EXPLAINER_CACHE_DIR is "off" (no cache of explainer's is read or written)."""
     given = os.environ.get("EXPLAINER_CACHE_DIR")
+    if given and given.lower() in ("off", "0", "false", "no"):
+        return None
     return Path(given) if given else platformdirs.user_cache_path(APP)
 
 

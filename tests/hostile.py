@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from tiny import feature_map_model, linear_classifier
@@ -84,6 +84,27 @@ def onnx_corpus(folder: Path, canary: Path, seed: int = 0) -> list[Path]:
         cases[-1].write_bytes(content)
     (folder / "dir.onnx").mkdir()
     cases.append(folder / "dir.onnx")
+    return cases + hidden_corpus(folder / "hidden", canary)
+
+
+def hidden_corpus(folder: Path, canary: Path) -> list[Path]:
+    """Unsafe external data in every place a tensor can hide (issue 14): traversal and a symlink
+    to the canary, a hard link out of the folder, malformed offset / length / location."""
+    cases = []
+    outside = folder.parent / "outside.bin"
+    outside.write_bytes(b"\0" * 64)
+    weights = np.arange(6, dtype=np.float32).reshape(3, 2)
+    for place in PLACES:
+        for attack in ("traversal", "symlink", "hardlink", "offset", "nul", "length"):
+            sub = folder / f"{place}-{attack}"
+            fields = {"traversal": {"location": os.path.relpath(canary, sub)}, "symlink": {"location": "link.bin"},
+                      "hardlink": {"location": "hard.bin"}, "offset": {"offset": "1e3"},
+                      "nul": {"location": "w.bin\0"}, "length": {"length": "-24"}}[attack]
+            cases.append(hidden_weights_model(sub, place, weights, **fields))
+            if attack == "symlink":
+                os.symlink(canary, sub / "link.bin")
+            elif attack == "hardlink":
+                os.link(outside, sub / "hard.bin")
     return cases
 
 
@@ -118,6 +139,8 @@ def image_corpus(folder: Path, seed: int = 0) -> list[Path]:
     frames[0].save(cases[-1], save_all=True, append_images=frames[1:])
     save("tiny.png", Image.fromarray(np.zeros((1, 1, 3), np.uint8)))
     save("thin.png", Image.fromarray(np.zeros((1, 3000, 3), np.uint8)))
+    save("thin_tall.png", Image.fromarray(np.zeros((20000, 1, 3), np.uint8)))
+    save("dark16.png", Image.fromarray(np.full((9, 9), 40, np.uint16)))
     png = (folder / "ok.png").read_bytes()
     jpg = (folder / "ok.jpg").read_bytes()
     for i, cut in enumerate([8, 16, 33, 60, len(png) // 2, len(png) - 12]):
@@ -153,3 +176,105 @@ def image_corpus(folder: Path, seed: int = 0) -> list[Path]:
     os.symlink("/etc/passwd", folder / "passwd.png")
     cases.append(folder / "passwd.png")
     return cases
+
+
+PLACES = ("initializer", "constant", "constant_of_shape", "sparse_initializer", "subgraph", "function")
+HIDDEN_ONLY = ("training_info", "function_default")  # held by the format, not run by ONNX Runtime
+
+
+def _to_external(t: TensorProto, fields: dict) -> bytes:
+    data = t.raw_data
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in {"location": "w.bin", "offset": "0", "length": str(len(data)), **fields}.items():
+        e = t.external_data.add()
+        e.key, e.value = k, str(v)
+    return data
+
+
+def hidden_weights_model(folder: Path, place: str, weights: np.ndarray, **fields) -> Path:
+    """GlobalAveragePool -> Flatten -> MatMul(W) with W (C, K) kept in the external file
+    ``folder/w.bin`` and held in ``place`` (one of PLACES; constant_of_shape fills W with
+    W[0, 0]): logits[n, k] = sum_c mean(input[n, c]) * W[c, k]. ``fields`` override the
+    reference's location / offset / length (hostile variants)."""
+    c, k = weights.shape
+    w = numpy_helper.from_array(weights.astype(np.float32), "W")
+    if place == "sparse_initializer":
+        w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1), "W")
+    if place == "constant_of_shape":
+        w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1)[:1], "value")
+    data = _to_external(w, fields)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "w.bin").write_bytes(data)
+    inits, sparse, nodes, functions = [], [], [], []
+    if place == "initializer":
+        inits.append(w)
+    elif place == "constant":
+        nodes.append(helper.make_node("Constant", [], ["W"], value=w))
+    elif place == "constant_of_shape":
+        inits.append(numpy_helper.from_array(np.array([c, k], np.int64), "Wshape"))
+        nodes.append(helper.make_node("ConstantOfShape", ["Wshape"], ["W"], value=w))
+    elif place == "sparse_initializer":
+        idx = numpy_helper.from_array(np.arange(c * k, dtype=np.int64), "W_idx")
+        sparse.append(helper.make_sparse_tensor(w, idx, [c, k]))
+    elif place == "subgraph":
+        def branch(n: str) -> onnx.GraphProto:
+            return helper.make_graph([helper.make_node("Constant", [], [n], value=w)], n, [],
+                                     [helper.make_tensor_value_info(n, TensorProto.FLOAT, [c, k])])
+        inits.append(numpy_helper.from_array(np.array(True), "cond"))
+        nodes.append(helper.make_node("If", ["cond"], ["W"], then_branch=branch("Wt"), else_branch=branch("We")))
+    elif place == "function":
+        functions.append(helper.make_function("local", "MakeW", [], ["out"],
+                                              [helper.make_node("Constant", [], ["out"], value=w)],
+                                              [helper.make_opsetid("", 17)]))
+        nodes.append(helper.make_node("MakeW", [], ["W"], domain="local"))
+    if place in HIDDEN_ONLY:  # the model itself uses an ordinary W
+        inits.append(numpy_helper.from_array(weights.astype(np.float32), "W"))
+    nodes += [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+              helper.make_node("MatMul", ["flat", "W"], ["logits"])]
+    graph = helper.make_graph(nodes, "hidden",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])], inits,
+                              sparse_initializer=sparse)
+    if place == "function_default":  # a function attribute's default value
+        functions.append(helper.make_function("local", "Unused", [], ["o"], [], [helper.make_opsetid("", 17)]))
+        functions[-1].attribute_proto.append(helper.make_attribute("w", w))
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("local", 1)] if functions else [])
+    model = helper.make_model(graph, opset_imports=opsets, functions=functions)
+    if place == "training_info":
+        init = helper.make_graph([], "init", [], [], [w])
+        model.training_info.append(onnx.TrainingInfoProto(initialization=init))
+    model.ir_version = 8
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def looping_model(path: Path, threshold: float = 0.0) -> Path:
+    """A (N, 3, 8, 8) -> (N, 2) model whose Loop runs 10**15 trips when |sum of the first
+    input| > ``threshold`` (0: on any non-zero input, so a zero probe passes; -1: always)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", 2])])
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "W"], ["z"]),
+             helper.make_node("ReduceSum", ["flat", "ax"], ["s"], keepdims=0), helper.make_node("Abs", ["s"], ["a"]),
+             helper.make_node("Greater", ["a", "zero"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["nzi"], to=TensorProto.INT64), helper.make_node("Mul", ["nzi", "big"], ["m0"]),
+             helper.make_node("Gather", ["m0", "idx0"], ["trips"], axis=0),
+             helper.make_node("Loop", ["trips", "true", "z"], ["logits"], body=body)]
+    inits = [helper.make_tensor("W", TensorProto.FLOAT, [192, 2], np.ones(384, np.float32).tolist()),
+             helper.make_tensor("zero", TensorProto.FLOAT, [], [float(threshold)]),
+             helper.make_tensor("big", TensorProto.INT64, [], [10 ** 15]),
+             helper.make_tensor("true", TensorProto.BOOL, [], [True]),
+             helper.make_tensor("idx0", TensorProto.INT64, [], [0]), helper.make_tensor("ax", TensorProto.INT64, [1], [1])]
+    g = helper.make_graph(nodes, "loop", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path

@@ -13,6 +13,7 @@ from explainer.cli import main
 from explainer.errors import InputError
 from explainer.backends.onnx_derived import activations as layer_activations
 from explainer.graph.activations import with_outputs
+from explainer.visualization.tiles import BORDER
 from explainer.methods.activations import activations, imtile, mat2gray, upsample
 from explainer.methods.common import load_input
 
@@ -50,7 +51,18 @@ def test_activations_method(tmp_path, model):
     strongest = int(np.argmax(ref.reshape(32, -1).max(axis=1)))
     assert e.params["channel"] == strongest and e.label == "circle"
     np.testing.assert_allclose(e.map, upsample(ref[strongest], (64, 64), 3), rtol=1e-6)
-    np.testing.assert_array_equal(e.images["tile"], imtile(mat2gray(ref[:5])))
+    # 5 channels: 3 columns x 2 rows; each 16x16 channel enlarged 6x (>= 96 px) below a 16 px
+    # number strip, 3 px borders; a 3-line title strip (8 + 17 * 3 px) names the layer
+    tile = e.images["tile"]
+    assert tile.shape == (59 + 2 * (16 + 96 + 3) + 3, 3 * (96 + 3) + 3, 3)
+    g = mat2gray(ref[:5])
+    top, left = 59 + 3 + 16, 3 + 99
+    np.testing.assert_array_equal(tile[top:top + 96, left:left + 96, 0],
+                                  np.round(np.kron(g[1], np.ones((6, 6))) * 255).astype(np.uint8))
+    assert np.all(tile[top:top + 96, left - 3:left] == BORDER)   # a border between cells
+    assert np.all(tile[59 + 2 * 115:, 3 * 99 + 3 - 96 - 3:] == BORDER)   # the 6th cell is empty
+    strip = tile[59 + 3:59 + 3 + 16, 3:3 + 96]
+    assert (strip == 255).any() and (strip == BORDER).all(axis=2).any()   # "ch 0" written in white
     files = e.save(tmp_path / "out", "c")
     tile = np.asarray(Image.open(tmp_path / "out" / "c.activations.tile.png"))
     np.testing.assert_array_equal(tile, e.images["tile"])

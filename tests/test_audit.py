@@ -103,26 +103,78 @@ def _browser(args, tmp):
                           capture_output=True, text=True, timeout=120, env=env)
 
 
+def _screenshot_ok(pixels: np.ndarray) -> bool:
+    """A rendered report, not a blank or broken page: varied colours overall, and the top
+    (title and verdict box) holds dark text and the verdict's red frame."""
+    top = pixels[:400]
+    dark = (top.max(axis=2) < 80).mean()
+    red = ((top[..., 0] > 150) & (top[..., 1] < 90) & (top[..., 2] < 90)).mean()
+    return bool(pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
+                and dark > 0.002 and red > 0.0005)
+
+
 def test_report_renders_in_headless_chromium(audited):
     if CHROMIUM is None:  # a real browser is part of the test: CI installs it, never skip
         pytest.fail("chromium not found: install it with `apt-get install -y chromium`")
-    _, out, _ = audited
+    _, out, result = audited
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         probe = tmp / "probe.html"
         check = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
                  "const bad=im.filter(i=>!(i.complete&&i.naturalWidth>0)).length;"
-                 "document.body.setAttribute('data-check',`images=${im.length} broken=${bad}`);});"
+                 "const d=[...document.querySelectorAll('details')];"
+                 "document.body.setAttribute('data-check',`images=${im.length} broken=${bad} "
+                 "height=${document.body.scrollHeight} details=${d.length} open=${d.filter(x=>x.open).length}`);});"
                  "</script></body>")
         probe.write_text((out / "index.html").read_text().replace("</body>", check))
         dom = _browser(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], tmp)
         assert 'data-check="images=' in dom.stdout, dom.stderr[-2000:]
-        stat = dom.stdout.split('data-check="')[1].split('"')[0]
-        n = int(stat.split()[0].split("=")[1])
-        assert stat.endswith("broken=0") and n >= 48 * 2 + 3, stat
+        stat = dict(kv.split("=") for kv in dom.stdout.split('data-check="')[1].split('"')[0].split())
+        assert stat["broken"] == "0" and int(stat["images"]) >= 48 * 2 + 3, stat
+        # per-image sections collapsed (one per true class): the page is a few screens, not 10,000 px
+        assert stat["details"] == "3" and stat["open"] == "0" and int(stat["height"]) < 4000, stat
+        assert result.headlines[0].startswith("The model decides circle from the lower-left corner, not from the object")
+        assert "The model decides circle from the lower-left corner" in dom.stdout
         shot = tmp / "shot.png"
         _browser([f"--screenshot={shot}", "--window-size=1200,1600", "--hide-scrollbars",
                   (out / "index.html").as_uri()], tmp)
         pixels = np.asarray(Image.open(shot).convert("RGB")).astype(float)
-        assert pixels.shape[:2] == (1600, 1200)
-        assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
+        assert pixels.shape[:2] == (1600, 1200) and _screenshot_ok(pixels)
+        # the check fails on a blank page and on a page whose images and styles are broken
+        for name, page in (("blank", "<html><body></body></html>"),
+                           ("broken", "<html><body><h1>Audit</h1><img src='missing.png'>"
+                                      "<p>The model decides</p></body></html>")):
+            (tmp / f"{name}.html").write_text(page)
+            _browser([f"--screenshot={tmp / (name + '.png')}", "--window-size=1200,1600", "--hide-scrollbars",
+                      (tmp / f"{name}.html").as_uri()], tmp)
+            assert not _screenshot_ok(np.asarray(Image.open(tmp / f"{name}.png").convert("RGB")).astype(float)), name
+
+
+def test_cli_audit_prints_a_verdict(tmp_path, capsys):
+    folder = tmp_path / "few"
+    for cls in ("circle", "square"):
+        (folder / cls).mkdir(parents=True)
+        for p in sorted((SHORTCUT / "testset" / cls).glob("*.png"))[:2]:
+            shutil.copy(p, folder / cls / p.name)
+    assert main(["audit", str(folder), "--out", str(tmp_path / "out"), "--model", str(SHORTCUT / "model.onnx"),
+                 "--quiet", "--steps", "4", "--top-k", "1"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].startswith("audit: accuracy") and "on 4 images" in text[0]
+    assert text[1].startswith("- No shortcut found") and text[-1] == f"report: {tmp_path / 'out' / 'index.html'}"
+
+
+def test_headlines_by_hand():
+    from explainer.audit.findings import Finding
+    from explainer.audit.verdict import headlines
+
+    fs = [Finding("occlusion", "circle", 16, "lower-left", 14 / 16, 0.6, True),
+          Finding("rise", "circle", 16, "lower-left", 12 / 16, 0.5, True),
+          Finding("lime", "circle", 16, "centre", 0.5, 0.3, False),
+          Finding("occlusion", "square", 8, "top", 0.9, 0.4, True)]
+    lines = headlines(fs, ["occlusion", "rise", "lime"], objects=True)
+    assert lines == ["The model decides circle from the lower-left corner, not from the object: 14 of 16 circle "
+                     "images, 2 methods agree (occlusion, rise).",
+                     "The model decides square from the top edge, not from the object: 7 of 8 square images, "
+                     "found by occlusion only, of 3 methods."]
+    assert "off the centre" in headlines(fs[:1], ["occlusion"], objects=False)[0]
+    assert headlines(fs[2:3], ["lime"], objects=False)[0].startswith("No shortcut found")

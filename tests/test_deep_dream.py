@@ -8,6 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 import explainer
 from explainer.errors import InputError
 from explainer.methods.deep_dream import deep_dream, pyramid_sizes, resize, resize_matrix
+from explainer.methods.dream_ascent import ascend, smooth_step
+from explainer.model import scores
 from explainer.methods.dream_objective import layer_objective
 
 N = helper.make_node
@@ -84,8 +86,12 @@ def test_output_classes_and_scaling(conv_model):
 
 
 def test_errors(conv_model):
-    with pytest.raises(InputError, match="needs channels"):
-        deep_dream(conv_model, None)
+    with pytest.raises(InputError, match="layer 'act' needs --channels"):
+        deep_dream(conv_model, None, layer="act")
+    with pytest.raises(InputError, match="jitter"):
+        deep_dream(conv_model, None, 0, jitter=-1)
+    with pytest.raises(InputError, match="smoothness"):
+        deep_dream(conv_model, None, 0, smoothness=1.0)
     with pytest.raises(InputError, match="channels must be integers in 0..3"):
         deep_dream(conv_model, None, layer="act", channels=[4])
     with pytest.raises(InputError, match="output_scaling"):
@@ -94,3 +100,53 @@ def test_errors(conv_model):
         deep_dream(conv_model, None, 0, num_iterations=0)
     with pytest.raises(InputError, match="not a node or tensor"):
         deep_dream(conv_model, None, layer="nope", channels=[0])
+
+
+def test_bare_output_dream_takes_the_top_classes_of_the_start(conv_model):
+    e = deep_dream(conv_model, None, num_iterations=1, pyramid_levels=1, initial_image=np.full((8, 8, 3), 90, np.uint8))
+    start = conv_model.predict(np.full((1, 3, 8, 8), 90 / 255, np.float32))[0]
+    assert e.params["channels"] == [int(c) for c in np.argsort(-start)] and len(e.images) == 3
+    assert e.display == "none" and len(e.params["probability_end"]) == 3
+
+
+def test_jitter_shifts_the_input_and_shifts_the_gradient_back(rng):
+    w = rng.normal(size=(1, 2, 6, 7))
+
+    def linear(x):  # f(x) = <w, x>: the gradient of x -> f(roll(x, d)) is roll(w, -d)
+        return (w * x).sum(axis=(1, 2, 3)), np.broadcast_to(w, x.shape).astype(np.float32)
+
+    x0 = rng.normal(size=(1, 2, 6, 7))
+    got, n = ascend(linear, x0, sizes=[(6, 7)], num_iterations=1, step=0.5, jitter=3, rng=np.random.default_rng(4))
+    dy, dx = np.random.default_rng(4).integers(-3, 4, 2)
+    expect = np.roll(w, (-dy, -dx), axis=(2, 3))
+    np.testing.assert_allclose(got, x0 + 0.5 * expect / np.abs(expect).mean(), rtol=1e-5)
+    assert n == 1 and (dy, dx) != (0, 0)
+
+
+def test_smoothness_step_keeps_constants_and_lowers_the_roughness(rng):
+    flat = np.full((1, 3, 9, 9), 0.3)
+    np.testing.assert_allclose(smooth_step(flat, 0.5), flat)
+    x = rng.normal(size=(1, 3, 9, 9))
+    rough = lambda v: (np.diff(v, axis=2) ** 2).sum() + (np.diff(v, axis=3) ** 2).sum()  # noqa: E731
+    assert rough(smooth_step(x, 0.2)) < rough(x) and smooth_step(x, 0.0) is x
+    np.testing.assert_allclose(smooth_step(x, 0.2).mean(), x.mean())   # wrap borders: the mean is kept
+
+
+@pytest.mark.slow
+def test_espresso_dream_is_structure_not_adversarial_noise():
+    """Issue #16's acceptance: at default settings the dream keeps p(espresso) >= 0.5 after a
+    1.5 px Gaussian blur and after circular shifts by a few dozen pixels."""
+    from scipy import ndimage
+
+    model = explainer.load_model()
+    e = deep_dream(model, target="espresso")
+    x = e.arrays["dreams"][:1]
+    k = model.spec.labels.index("espresso")
+
+    def p(v):
+        return float(scores(model.predict(np.ascontiguousarray(v, np.float32)), model.spec, "probability")[0, k])
+
+    assert p(x) >= 0.9 and e.params["probability_end"][0] == pytest.approx(p(x), abs=1e-4)
+    assert p(ndimage.gaussian_filter(x, (0, 0, 1.5, 1.5))) >= 0.5
+    for shift in [(32, 32), (40, -24), (-48, 8)]:
+        assert p(np.roll(x, shift, axis=(2, 3))) >= 0.5, shift

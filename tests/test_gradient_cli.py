@@ -35,9 +35,18 @@ def test_deep_dream(tmp_path, capsys):
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)[0]
     assert summary["params"]["channels"] == [281, 285] and summary["label"] == "tabby"
-    assert {p.split("/")[-1] for p in summary["files"]} >= {"deep-dream.deep-dream.class_281.png",
-                                                            "deep-dream.deep-dream.class_285.png",
-                                                            "deep-dream.deep-dream.dreams.npy"}
+    assert {p.split("/")[-1] for p in summary["files"]} == {"deep-dream.class_281.png", "deep-dream.class_285.png",
+                                                            "deep-dream.dreams.npy", "deep-dream.json"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.split("/")[-1] for p in summary["files"])
+
+
+def test_bare_deep_dream_dreams_the_top_classes(tmp_path, capsys):
+    assert main(["explain", "--method", "deep-dream", "--out", str(tmp_path), "--json",
+                 "--num-iterations", "1", "--pyramid-levels", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)[0]
+    assert len(summary["params"]["channels"]) == 3
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
+        f"deep-dream.class_{c}.png" for c in summary["params"]["channels"])
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -45,5 +54,5 @@ def test_cli_errors(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert main(["explain", IMAGE, "--method", "gradient", "--out", str(tmp_path), "--num-steps", "3"]) == 2
     assert "--num-steps does not apply to --method gradient" in capsys.readouterr().err
-    assert main(["explain", "--method", "deep-dream", "--out", str(tmp_path)]) == 2
-    assert "needs channels" in capsys.readouterr().err
+    assert main(["explain", "--method", "deep-dream", "--out", str(tmp_path), "--layer", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err

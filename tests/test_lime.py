@@ -67,7 +67,7 @@ def test_tree_finds_the_only_region_the_model_sees(tmp_path, rng, score):
     x = rng.normal(size=(1, 3, 15, 15)).astype(np.float32)
     model = _model(tmp_path, w)
     e = lime(model, x, 0, num_features=9, segmentation="grid", output_upsampling="none",
-             num_samples=200, score=score)
+             num_samples=200, score=score, model_type="tree")
     expected = np.zeros(9)
     expected[4] = 1.0
     # (float32 rounding in the model can leave ~1e-13 of the variance to split elsewhere)
@@ -76,7 +76,8 @@ def test_tree_finds_the_only_region_the_model_sees(tmp_path, rng, score):
     inside[5:10, 5:10] = True
     np.testing.assert_allclose(e.map[inside], 1, atol=1e-9)
     np.testing.assert_allclose(e.map[~inside], 0, atol=1e-9)
-    smooth = lime(model, x, 0, num_features=9, segmentation="grid", num_samples=200, score=score).map
+    smooth = lime(model, x, 0, num_features=9, segmentation="grid", num_samples=200, score=score,
+                  model_type="tree").map
     centres = np.ix_([2, 7, 12], [2, 7, 12])  # bicubic passes through the cell values at the centres
     np.testing.assert_allclose(smooth[centres], expected.reshape(3, 3), atol=1e-6)
     assert np.unravel_index(np.argmax(smooth), smooth.shape) == (7, 7)

@@ -85,8 +85,10 @@ def test_probability_model_is_not_softmaxed_twice(tmp_path, rng):
     a = explainer.occlusion_sensitivity(logits, x, 2, mask_size=2, stride=2, output_upsampling="none")
     b = explainer.occlusion_sensitivity(probs, x, 2, mask_size=2, stride=2, output_upsampling="none")
     np.testing.assert_allclose(a.map, b.map, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="logit"):
-        explainer.occlusion_sensitivity(probs, x, 2, score="logit")
+    # score="logit" on the Softmax model explains the logits before its Softmax (issue 12)
+    c = explainer.occlusion_sensitivity(logits, x, 2, mask_size=2, stride=2, output_upsampling="none", score="logit")
+    d = explainer.occlusion_sensitivity(probs, x, 2, mask_size=2, stride=2, output_upsampling="none", score="logit")
+    np.testing.assert_allclose(c.map, d.map, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("upsampling", ["bicubic", "nearest", "none"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -84,6 +85,10 @@ def _dist(site: Path, name: str, version: str, package: str) -> None:
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     (info / "RECORD").write_text(f"{package}/__init__.py,,\n{package}/capi/x.so,,\n{info.name}/RECORD,,\n")
+    for f in (f"{package}/__init__.py", f"{package}/capi/x.so"):  # the files the RECORD names exist
+        (site / f).parent.mkdir(parents=True, exist_ok=True)  # (importlib_metadata skips missing ones)
+        (site / f).touch()
+    importlib.invalidate_caches()  # importlib.metadata caches a folder's listing by its mtime, whose tick can be coarse
 
 
 def test_runtime_check_names_a_clash_and_the_fix(tmp_path: Path) -> None:

@@ -19,11 +19,13 @@ N = helper.make_node
 SHORTCUT = Path(__file__).resolve().parents[1] / "models" / "shortcut"
 
 
-def _gap_model(path, conv, wfc, bfc):
-    """input (N, 1, 4, 4) -> 1x1 Conv (C filters) -> Relu -> GAP -> Flatten -> Gemm (K, C)."""
+def _gap_model(path, conv, wfc, bfc, softmax=False):
+    """input (N, 1, 4, 4) -> 1x1 Conv (C filters) -> Relu -> GAP -> Flatten -> Gemm (K, C) [-> Softmax]."""
     nodes = [N("Conv", ["input", "k"], ["c"], name="conv"), N("Relu", ["c"], ["a"], name="act"),
              N("GlobalAveragePool", ["a"], ["g"]), N("Flatten", ["g"], ["f"], axis=1),
-             N("Gemm", ["f", "w", "b"], ["logits"], transB=1)]
+             N("Gemm", ["f", "w", "b"], ["z" if softmax else "logits"], transB=1)]
+    if softmax:
+        nodes.append(N("Softmax", ["z"], ["logits"], axis=1))
     inits = {"k": np.asarray(conv, np.float32)[:, None, None, None], "w": wfc, "b": bfc}
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                                          ["N", 1, 4, 4])],
@@ -35,18 +37,21 @@ def _gap_model(path, conv, wfc, bfc):
     return explainer.load_model(path, size=(4, 4), scale=1.0, mean=[0.0], std=[1.0])
 
 
-def _saturated(tmp_path):
+def _saturated(tmp_path, softmax=False):
     # A_0 = ReLU(x), A_1 = ReLU(-x); logits z = W mean(A) + b with a margin of ~40: softmax(z)[0]
     # is exactly 1.0 in float32 (1 - 4e-18 in exact arithmetic).
     w = np.array([[3.0, -2.0], [1.0, 1.0], [-1.0, 2.0]])
     b = np.array([40.0, 0.0, 0.0])
-    model = _gap_model(tmp_path / "sat.onnx", [1.0, -1.0], w, b)
+    model = _gap_model(tmp_path / ("satp.onnx" if softmax else "sat.onnx"), [1.0, -1.0], w, b, softmax)
     x = np.array([[1, 2, 0, -1], [0, 1, 2, 0], [-2, 0, 1, 1], [0, 0, -1, 3]], np.float32)[None, None] / 4
     return model, x, w, b
 
 
-def test_saturated_probability_gradient_is_exact(tmp_path):
-    model, x, w, b = _saturated(tmp_path)
+@pytest.mark.parametrize("softmax", [False, True])
+def test_saturated_probability_gradient_is_exact(tmp_path, softmax):
+    """A logit model and the same model ending in Softmax, score="probability": the exact
+    float64 map, not 0. (The Softmax-ended model's default score is its logits: LogitView.)"""
+    model, x, w, b = _saturated(tmp_path, softmax)
     a = np.stack([np.maximum(x[0, 0], 0), np.maximum(-x[0, 0], 0)]).astype(np.float64)
     z = w @ a.mean(axis=(1, 2)) + b
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
@@ -55,12 +60,17 @@ def test_saturated_probability_gradient_is_exact(tmp_path):
     dz = p[0] * np.array([p[1] + p[2], -p[1], -p[2]])
     alpha = dz @ w / 16  # spatial mean of d p_0 / d A_c = sum_j dz_j W[j, c] / (h w)
     want = np.maximum(np.tensordot(alpha, a, axes=1), 0)
-    e = grad_cam(model, x, 0, score="probability", output_upsampling="none")
-    assert np.ptp(e.map) > 0 and "constant_map" not in e.params
+    e = grad_cam(model, x, 0, output_upsampling="none", score="probability")
+    assert np.ptp(e.map) > 0 and "constant_map" not in e.params and e.params["score"] == "probability"
     np.testing.assert_allclose(e.map, want, rtol=1e-4, atol=1e-6 * want.max())
     # the raw gradient through the model's API: exact too, not 0 for the top class's own term
     _, g, _ = model.gradients(x, np.zeros((1, 3), np.float32), np.eye(3, dtype=np.float32)[:1], layer="a")
     np.testing.assert_allclose(g[0].astype(np.float64).mean(axis=(1, 2)), alpha, rtol=1e-4)
+    if softmax:  # the default explains the logits before the Softmax, as for the logit model
+        logit_map = np.maximum(np.tensordot(w[0] / 16, a, axes=1), 0)
+        d = grad_cam(model, x, 0, output_upsampling="none")
+        assert d.params["score"] == "logit"
+        np.testing.assert_allclose(d.map, logit_map, rtol=1e-4, atol=1e-6)
 
 
 def test_cam_methods_default_to_the_logit(tmp_path):

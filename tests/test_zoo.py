@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+import explainer
+
 from explainer.errors import InputError
 from explainer.graph.feature_default import default_feature
 from explainer.methods import discover
@@ -20,8 +22,9 @@ from zoo_check import NAMES, ZOO, Zoo, rel_l2
 
 FAST = {"vit", "convnext", "dynamic_hw"}
 TOL = 1e-2
-CAM_MODELS = {"dynamic_hw", "nhwc", "resnet_dynamo", "se_silu", "shufflenet", "softmax_head", "swin"}
-ATTENTION = {"vit", "vit_dynamo"}
+CAM_MODELS = {"dynamic_hw", "nhwc", "resnet_dynamo", "se_silu", "shufflenet", "softmax_head", "swin", "vit_registers"}
+ATTENTION = {"vit", "vit_dynamo", "vit_registers"}
+PREFIX = {"vit_registers": 3}  # a class token and two registers
 
 
 def tiered(names):
@@ -42,8 +45,8 @@ def test_default_feature_layer_on_every_zoo_model(name):
     found = default_feature(onnx.load(str(ZOO / f"{name}.onnx")), layout)
     assert found is not None
     layer, view = found
-    if name in ATTENTION:  # the tokens entering the last attention block, class token dropped
-        assert view.layout == "tokens" and view.grid == (4, 4) and view.prefix == 1
+    if name in ATTENTION:  # the tokens entering the last attention block, class (and register) tokens dropped
+        assert view.layout == "tokens" and view.grid == (4, 4) and view.prefix == PREFIX.get(name, 1)
     else:  # the NHWC-input model is NCHW inside; Swin's channels-last tokens are transposed before the pool
         assert view.layout == "NCHW" and len(layer.shape) == 4
 
@@ -62,7 +65,7 @@ def test_gradient_methods_match_finite_differences(name):
         assert rel_l2(e.arrays["attributions"].reshape(-1)[coords], fd) <= TOL, (score, e, fd)
     # integrated gradients: x * mean of the gradients at alpha x, alpha = 1/4 .. 1
     e = methods["integrated-gradients"].function(z.model, z.x, target, score="logit", baseline="zeros",
-                                                 num_steps=4)
+                                                 num_steps=4, completeness_tolerance=0)
     path = np.mean([z.fd(a * z.x, coords, target, "logit") for a in (0.25, 0.5, 0.75, 1.0)], axis=0)
     assert rel_l2(e.arrays["attributions"].reshape(-1)[coords], z.x.reshape(-1)[coords] * path) <= TOL
     # Grad-CAM's gradient at its default feature layer (score given explicitly)
@@ -111,12 +114,13 @@ def test_rollout_hand_derived():
 def test_attention_rollout_on_token_models(name):
     z = Zoo(name)
     e = discover()["attention-rollout"].function(z.model, z.x, None, output_upsampling="none")
-    assert e.map.shape == (4, 4) and e.params["layers"] == 2 and e.params["prefix_tokens"] == 1
+    prefix = PREFIX.get(name, 1)
+    assert e.map.shape == (4, 4) and e.params["layers"] == 2 and e.params["prefix_tokens"] == prefix
     assert np.all(e.map > 0) and e.map.sum() < 1  # the class token keeps part of its own attention
     att = z.model.attention()
     got = z.model.activations(z.x, list(att.tensors))
     r = rollout([got[t][0] for t in att.tensors])
-    np.testing.assert_allclose(e.map, r[0, 1:].reshape(4, 4), rtol=1e-5)
+    np.testing.assert_allclose(e.map, r[0, prefix:].reshape(4, 4), rtol=1e-5)
 
 
 def test_attention_rollout_refuses_models_without_global_attention(tmp_path):
@@ -137,7 +141,113 @@ def test_inspect_names_the_feature_layer_grid_and_coverage():
     assert info["feature_view"]["layout"] == "tokens" and info["feature_view"]["grid"] == [4, 4]
 
 
-def test_logit_score_on_a_softmax_model_is_the_logit_before_the_softmax():
+def test_logit_score_on_a_softmax_model_is_the_logit_before_the_softmax(tmp_path):
+    import onnx
+
     z = Zoo("softmax_head")
+    logit = float(z.score(z.x.astype(np.float64), 1, "logit")[0])
     e = discover()["gradient"].function(z.model, z.x, 1, score="logit")
-    assert e.score == pytest.approx(float(z.score(z.x.astype(np.float64), 1, "logit")[0]), rel=1e-4)
+    assert e.score == pytest.approx(logit, rel=1e-4)
+    # occlusion on the Softmax model's logits = occlusion on the same network cut before its Softmax
+    cut = onnx.load(str(z.path))
+    softmax = cut.graph.node[-1]
+    assert softmax.op_type == "Softmax"
+    cut.graph.node.remove(softmax)
+    cut.graph.output[0].name = softmax.input[0]
+    onnx.save(cut, str(tmp_path / "logits.onnx"))
+    plain = explainer.load_model(tmp_path / "logits.onnx")
+    options = dict(score="logit", mask_size=8, stride=8)
+    o = discover()["occlusion"].function(z.model, z.x, 1, **options)
+    ref = discover()["occlusion"].function(plain, z.x, 1, **options)
+    assert o.score == pytest.approx(logit, rel=1e-4)
+    np.testing.assert_allclose(o.map, ref.map, rtol=1e-4, atol=1e-6 * np.nanmax(np.abs(ref.map)))
+
+
+SMALL = {"occlusion": dict(mask_size=8, stride=8), "lime": dict(num_samples=40, num_features=4),
+         "rise": dict(num_masks=40), "prediction-difference": dict(window_size=8, stride=8, num_samples=2),
+         "integrated-gradients": dict(num_steps=4, completeness_tolerance=0), "gradient": dict(num_samples=2),
+         "deep-dream": dict(num_iterations=2, pyramid_levels=1, channels=[0]), "activations": {},
+         "grad-cam": dict(score="logit"), "cam": dict(score="logit"), "guided-backprop": {}, "deconvnet": {},
+         "attention-rollout": {}}
+
+
+def _applies(method, name):
+    return (method != "cam" or name in CAM_MODELS) and (method != "attention-rollout" or name in ATTENTION)
+
+
+@pytest.mark.parametrize("name", [n if n == "vit" else pytest.param(n, marks=pytest.mark.slow) for n in NAMES])
+def test_every_method_runs_on_every_zoo_model(name, tmp_path):
+    z = Zoo(name)
+    examples = ZOO.parent.parent / "explainer" / "data" / "efficientnet_lite0" / "examples"
+    for method, info in discover().items():
+        options = dict(SMALL.get(method, {}))
+        if method == "prediction-difference":
+            options.update(data=str(examples), cache_dir=str(tmp_path))
+        if not _applies(method, name):
+            with pytest.raises(InputError):
+                info.function(z.model, z.x, 0, **options)
+            continue
+        if method == "deep-dream":
+            options["layer"] = z.model.default_feature_layer()
+            if z.model.feature_view(options["layer"]).layout == "tokens":
+                continue  # deep dream maximises channel means of 4-D maps
+        e = info.function(z.model, z.x if info.needs_image else None, 0, **options)
+        # NaN only where occlusion's windows leave pixels unmeasured (params["uncovered_pixels"])
+        assert np.isfinite(e.map).sum() == e.map.size - e.params.get("uncovered_pixels", 0), (method, name)
+        assert e.map.size > 1, (method, name)
+
+
+def test_hidden_layers_use_the_graph_layout():
+    # the NHWC-input model is NCHW inside: its last feature map has 32 channels, not 3
+    nhwc = Zoo("nhwc")
+    layer = nhwc.model.default_feature_layer()
+    assert nhwc.model.layer_channels(layer) == 32
+    # a ViT's token layer: D = 32 channels, averaged over the tokens
+    vit = Zoo("vit")
+    tokens = vit.model.default_feature_layer()
+    assert vit.model.layer_channels(tokens) == 32
+    w = np.zeros((1, 32), np.float32)
+    w[0, 5] = 1
+    means, _ = vit.model.layer_mean_gradients(vit.x, w, tokens)
+    np.testing.assert_allclose(means[0], vit.model.activations(vit.x, [tokens])[tokens][0].mean(axis=0), atol=1e-5)
+    # a ConvNeXt block's LayerNorm runs channels-last: layer means are over (h, w) per channel
+    z = Zoo("convnext")
+    tensor = "/blocks/blocks.0/norm/LayerNormalization_output_0"
+    assert z.model.feature_view(tensor).layout == "NHWC" and z.model.layer_channels(tensor) == 16
+    w = np.zeros((1, 16), np.float32)
+    w[0, 2] = 1
+    means, grad = z.model.layer_mean_gradients(z.x, w, tensor)
+    np.testing.assert_allclose(means[0], z.model.activations(z.x, [tensor])[tensor][0].mean(axis=(0, 1)), atol=1e-5)
+    # deep dream's gradient: d mean(channel 2) / d input against float64 central differences
+    from onnx import TensorProto, helper
+
+    from grad_check import reference
+    from zoo_check import H, to_float64
+
+    m64 = to_float64(z.proto)
+    del m64.graph.output[:]
+    m64.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.DOUBLE, None))
+    ev = reference(m64)
+    coords = np.random.default_rng(3).choice(z.x.size, 24, replace=False)
+    batch = np.repeat(z.x.astype(np.float64).reshape(1, -1), 48, axis=0)
+    batch[np.arange(0, 48, 2), coords] += H
+    batch[np.arange(1, 48, 2), coords] -= H
+    a = ev.run(None, {z.input: batch.reshape(48, 3, 32, 32)})[0]
+    objective = a[..., 2].mean(axis=(1, 2))
+    fd = (objective[0::2] - objective[1::2]) / (2 * H)
+    assert rel_l2(grad.reshape(-1)[coords], fd) <= TOL
+
+
+def test_no_default_feature_layer_names_the_option(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    import onnx
+
+    w = numpy_helper.from_array(np.ones((3 * 8 * 8, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Sigmoid", ["f"], ["s"]),
+                               helper.make_node("MatMul", ["s", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    model = explainer.load_model(tmp_path / "m.onnx")
+    with pytest.raises(InputError, match="no default feature layer; name one with --feature-layer"):
+        discover()["grad-cam"].function(model, np.zeros((1, 3, 8, 8), np.float32), 0, score="logit")

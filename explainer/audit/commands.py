@@ -36,7 +36,13 @@ def add_parsers(sub: Any, model_options: Callable[[argparse.ArgumentParser], Non
     a.add_argument("--top-k", type=int, default=4, help="images per class in the max/min grids")
     a.add_argument("--steps", type=int, default=32, help="deletion/insertion steps")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--data", type=Path, help="images to sample from, for prediction-difference")
+    a.add_argument("--pointing-tolerance", type=int, help="pixels (default: 15 at 224, scaled to the input)")
+    a.add_argument("--sanity-layers", type=int, default=5,
+                   help="randomise the top N layers per method (model-parameter randomisation; 0: skip)")
+    a.add_argument("--sanity-images", type=int, default=1, help="images the randomisation check averages over")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.add_argument("--json", action="store_true", help="print the result as JSON instead of the verdict")
     model_options(a)
     cluster_commands.add_options(a)
 
@@ -63,15 +69,26 @@ def cmd_export_layers(args: argparse.Namespace) -> None:
 def commands(load: Callable[[argparse.Namespace], Any]) -> dict[str, Callable[[argparse.Namespace], None]]:
     """Handlers by subcommand; ``load(args)`` opens the model as the CLI does."""
     def cmd_audit(args: argparse.Namespace) -> None:
+        from ..output_set import check_out_dir
         from .run import _methods, audit
 
         _methods(args.methods)  # refuse unknown methods before loading the model
+        check_out_dir(args.out)  # and an unusable --out before computing
         progress = not args.quiet and sys.stderr.isatty()
         prefill = cluster_commands.audit_prefill(args, progress)  # None without --workers / --scheduler
         result = audit(load(args), args.folder, args.out, methods=args.methods, masks=args.masks,
                        layer=args.layer, top_k=args.top_k, steps=args.steps, seed=args.seed,
-                       progress=progress and prefill is None, prefill=prefill)
-        print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
-                          "flags": result.flags}, indent=2, allow_nan=False))
+                       progress=progress and prefill is None, prefill=prefill, data=args.data,
+                       sanity_layers=args.sanity_layers, sanity_images=args.sanity_images,
+                       pointing_tolerance="auto" if args.pointing_tolerance is None else args.pointing_tolerance)
+        if args.json:
+            print(json.dumps({"report": str(result.report), "accuracy": result.accuracy,
+                              "headlines": result.headlines, "flags": result.flags, "sanity": result.sanity},
+                             indent=2, allow_nan=False))
+            return
+        from .verdict import verdict_text
+
+        images = (result.computed + result.reused) // max(1, len(args.methods))
+        print(verdict_text(result.headlines, result.accuracy, images, str(result.report)))
 
     return {"export-layers": cmd_export_layers, "audit": cmd_audit}

@@ -50,11 +50,13 @@ class Audit:
     findings: list[Finding] = field(default_factory=list)
     computed: int = 0
     reused: int = 0
+    tolerance: int = 0
+    data: str | None = None
 
 
 @dataclass(frozen=True)
 class AuditResult:
-    """Where the report is, the accuracy (None without true classes), flags and cache use."""
+    """Where the report is, the accuracy (None without true classes), flags, cache use and sanity checks."""
 
     report: Path
     accuracy: float | None
@@ -62,3 +64,5 @@ class AuditResult:
     findings: list[Finding]
     computed: int
     reused: int
+    headlines: list[str] = field(default_factory=list)
+    sanity: dict[str, Any] | None = None  # {"mprt": per method, "pointing_game": per method, "pointing_tolerance"}

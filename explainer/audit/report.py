@@ -12,32 +12,38 @@ import numpy as np
 
 from ..dataset import extremes, grid_png, tsne, tsne_png, write_tsne_csv
 from ..errors import InputError
-from ..explanation import atomic_write_all, png_bytes
+from ..explanation import Explanation, atomic_write_all, png_bytes
 from ..methods.activations import resolve_layer
 from .findings import mean_map
 from .records import Audit
+from .sanity import sanity_section
+from .verdict import headlines
+from ..visualization.rules import blend, shown
+from ..visualization.tiles import with_colorbar
 
 CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #bbb;padding:3px 6px;text-align:center;font-size:13px}th{background:#eee}
 .flag{background:#fdd;font-weight:bold}.ok{color:#070}img{image-rendering:pixelated;display:block}
-figure{display:inline-block;margin:4px;text-align:center;font-size:12px}"""
+figure{display:inline-block;margin:4px;text-align:center;font-size:12px}
+.verdict{border:2px solid #c33;border-radius:6px;padding:.2em 1em;margin:1em 0;max-width:60em}
+.verdict p{font-size:17px;padding:4px}details{margin:.4em 0}summary{cursor:pointer;font-weight:bold}"""
 
 
-def overlay(pixels: np.ndarray, relevance: np.ndarray, display: str = "jet", *, scale: int = 2) -> np.ndarray:
-    """(H*scale, W*scale, 3) uint8: the map (jet over its range, or bwr centred on 0) blended 50/50."""
-    import matplotlib
+def overlay(pixels: np.ndarray, relevance: np.ndarray, display: str = "jet", *, scale: int = 2,
+            method: str = "", bar: bool = True) -> np.ndarray:
+    """The map over the pixels by its kind's display rule (``explainer.visualization.rules``),
+    enlarged ``scale`` times, with a colour bar giving its range.
 
-    m = np.asarray(relevance, dtype=np.float64)
-    if display == "diverging":
-        lim = float(np.abs(m).max()) or 1.0
-        v, cmap = (m / lim + 1) / 2, matplotlib.colormaps["bwr"]
-    else:
-        lo, hi = float(m.min()), float(m.max())
-        v = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-        cmap = matplotlib.colormaps["jet"]
-    rgb = 0.5 * pixels.astype(np.float64) + 0.5 * cmap(v)[..., :3] * 255
-    big = np.kron(rgb, np.ones((scale, scale, 1)))
-    return np.clip(np.round(big), 0, 255).astype(np.uint8)
+    Returns
+    -------
+    (H * scale, W * scale + bar width, 3) uint8 ndarray
+    """
+    e = Explanation(map=np.asarray(relevance, np.float32), target=0, label="", score=0.0, method=method,
+                    params={}, display=display)
+    s = shown(e)
+    rgb = blend(np.asarray(pixels, np.float64).round().clip(0, 255).astype(np.uint8), s)
+    big = np.kron(rgb, np.ones((scale, scale, 1), np.uint8))
+    return with_colorbar(big, s.cmap, s.vmin, s.vmax) if bar else big
 
 
 def img(data: bytes | np.ndarray, alt: str, width: int | None = None) -> str:
@@ -107,8 +113,9 @@ def _metrics(a: Audit) -> str:
     for name in a.methods:
         ms = [r.metrics for r in a.results[name]]
         cells = [np.mean([m["deletion_auc"] for m in ms]), np.mean([m["insertion_auc"] for m in ms])]
-        if a.objects is not None:
-            cells += [np.mean([m["pointing_game"] for m in ms]), np.mean([m["relevance_mass"] for m in ms])]
+        if a.objects is not None:  # the pointing game is undefined (None) on an empty mask or a constant map
+            hits = [m["pointing_game"] for m in ms if m.get("pointing_game") is not None]
+            cells += [np.mean(hits) if hits else np.nan, np.mean([m["relevance_mass"] for m in ms])]
         rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{v:.3f}</td>" for v in cells) + "</tr>")
     return f"<p>Means over {len(a.paths)} images (target: the predicted class).</p><table>{head}{''.join(rows)}</table>"
 
@@ -149,10 +156,11 @@ def _extremes(a: Audit, top_k: int) -> str:
 
 
 def _per_image(a: Audit) -> str:
+    """One collapsed section per true class (per predicted class without true classes)."""
     labels = a.model.spec.labels
     head = "<tr><th>image</th><th>true</th><th>predicted</th>" + "".join(
         f"<th>{html.escape(m)}</th>" for m in a.methods) + "</tr>"
-    rows = []
+    groups: dict[str, list[str]] = {}
     for i, p in enumerate(a.paths):
         k = int(a.predicted[i])
         cells = [f"<td>{_fig(img(np.kron(a.pixels[i], np.ones((2, 2, 1), np.uint8)), p.name), p.name)}</td>",
@@ -160,13 +168,19 @@ def _per_image(a: Audit) -> str:
                  f"<td>{html.escape(labels[k])} ({a.probs[i, k]:.2f})</td>"]
         for m in a.methods:
             r = a.results[m][i]
-            stats = " ".join(f"{key.split('_')[0]} {float(v):.2f}" for key, v in r.metrics.items())
-            cells.append(f"<td>{_fig(img(overlay(a.pixels[i], r.map, r.display), m + ' ' + p.name), stats)}</td>")
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+            stats = " ".join(f"{key.split('_')[0]} {float(v):.2f}" for key, v in r.metrics.items() if v is not None)
+            pic = overlay(a.pixels[i], r.map, r.display, method=m)
+            cells.append(f"<td>{_fig(img(pic, m + ' ' + p.name), stats)}</td>")
+        key = a.truth[i] if a.truth[i] is not None else f"predicted {labels[k]}"
+        groups.setdefault(key, []).append(f"<tr>{''.join(cells)}</tr>")
+    parts = [f"<details><summary>{html.escape(key)}: {len(rows)} images</summary>"
+             f"<table>{head}{''.join(rows)}</table></details>" for key, rows in groups.items()]
+    return ("<p>Click a class to open its images; each overlay's colour bar gives the map's range "
+            "(occlusion: drop in probability).</p>" + "".join(parts))
 
 
-def write_report(a: Audit, out: Path, *, layer: str = "auto", top_k: int = 4, seed: int = 0) -> Path:
+def write_report(a: Audit, out: Path, *, layer: str = "auto", top_k: int = 4, seed: int = 0,
+                 sanity: dict[str, Any] | None = None) -> Path:
     """Write ``out/index.html`` (and ``tsne.csv``, ``results.json``); returns the HTML path."""
     spec = a.model.spec
     confusion, acc = _confusion(a)
@@ -174,19 +188,25 @@ def write_report(a: Audit, out: Path, *, layer: str = "auto", top_k: int = 4, se
         tsne_html, _ = _tsne(a, out, layer, seed)
     except InputError as e:
         tsne_html = f"<p>t-SNE not available: {html.escape(str(e))}</p>"
+    lines = headlines(a.findings, a.methods, objects=a.objects is not None)
+    verdict = "".join(f"<p class=\"{'flag' if line.startswith('The model') else 'ok'}\">{html.escape(line)}</p>"
+                      for line in lines)
     body = [f"<h1>Audit of {html.escape(Path(spec.source).name)}</h1>",
+            f"<div class=\"verdict\"><h2>Verdict</h2>{verdict}"
+            f"<p>Accuracy: {'-' if acc is None else f'{acc:.1%}'}.</p></div>",
             f"<p>{len(a.paths)} images; methods: {html.escape(', '.join(a.methods))}; "
             f"model sha256 {spec.sha256[:16]}.</p>",
             "<h2>Accuracy and confusion matrix</h2>", confusion,
             "<h2>Spurious-region finding</h2>", _findings(a),
             "<h2>Explanation metrics</h2>", _metrics(a),
+            "<h2>Sanity checks</h2>", sanity_section(sanity),
             "<h2>t-SNE of activations</h2>", tsne_html,
             "<h2>Maximal and minimal activating images</h2>", _extremes(a, top_k),
             "<h2>Per-image explanations</h2>", _per_image(a)]
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>explainer audit</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    results = {"accuracy": acc, "findings": [f.__dict__ for f in a.findings],
-               "images": [_image_json(a, i) for i in range(len(a.paths))]}
+    results = {"accuracy": acc, "headlines": lines, "findings": [f.__dict__ for f in a.findings],
+               "images": [_image_json(a, i) for i in range(len(a.paths))], "sanity": sanity}
     index = out / "index.html"
     atomic_write_all({index: page.encode(),
                       out / "results.json": json.dumps(results, indent=1, allow_nan=False).encode()})

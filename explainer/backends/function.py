@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..imaging import Preprocessing
-from .base import OUTPUT_KINDS, ModelBase, ModelSpec, batch_slices, default_labels, to_layout
+from .base import OUTPUT_KINDS, ModelBase, ModelSpec, batch_slices, check_batch, default_labels, to_layout
 
 
 class FunctionModel(ModelBase):
@@ -34,7 +34,7 @@ class FunctionModel(ModelBase):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """``f`` on ``batch`` (N, C, H, W) float32, in pieces of ``batch_size``; returns (N, K) float32."""
-        n = batch.shape[0]
+        n = check_batch(batch, self.spec).shape[0]
         parts = []
         for s in batch_slices(n, self.batch_size or n or 1):
             feed = to_layout(np.asarray(batch[s], dtype=np.float32), self.spec.preprocessing.layout)

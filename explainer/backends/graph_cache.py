@@ -39,7 +39,8 @@ def cache_dir() -> Path | None:
         return Path(value)
     from ..paths import cache_dir as user_cache
 
-    return user_cache() / "graphs"
+    base = user_cache()
+    return None if base is None else base / "graphs"
 
 
 def cache_key(model_sha256: str, kind: str, **settings: object) -> str:

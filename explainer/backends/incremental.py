@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from ..graph.incremental import Prefix, prefix, segment, with_cut_outputs
 from ..graph.incremental_plan import Plan, changed_range, crop_start, plan
 from .base import Model, ModelBase
 from .cpu_parallel import cpu_cores, session_options
+from .isolation import run_with_deadline
+from .onnx_safety import in_memory_bytes, load_in_memory
 
 MIN_SPEEDUP = 1.2
 """Below this estimated speed-up a plan is not worth its sessions: full passes instead."""
@@ -65,7 +66,8 @@ class IncrementalModel(ModelBase):
         self.in_flight = getattr(model, "in_flight", 1)
         providers = list(getattr(model, "providers", ["CPUExecutionProvider"]))
         cuts = [s.start for s in chosen.segments[1:]] + [chosen.last]
-        cache = ort.InferenceSession(with_cut_outputs(pre, cuts).SerializeToString(), session_options(),
+        cache = ort.InferenceSession(in_memory_bytes(with_cut_outputs(pre, cuts), "incremental model"),
+                                     session_options(),
                                      providers=providers)
         names = [o.name for o in cache.get_outputs()]
         values = cache.run(None, {pre.input: x.astype(np.float32)})
@@ -75,8 +77,8 @@ class IncrementalModel(ModelBase):
         self.x = x
         self.workers = cpu_cores() if providers[0] == "CPUExecutionProvider" else 1
         self._buffers: dict[tuple[int, str], np.ndarray] = {}
-        models = [segment(pre, s.start, s.end).SerializeToString() for s in chosen.segments]
-        models.append(segment(pre, chosen.last, None).SerializeToString())
+        models = [in_memory_bytes(segment(pre, s.start, s.end), "incremental model") for s in chosen.segments]
+        models.append(in_memory_bytes(segment(pre, chosen.last, None), "incremental model"))
         self.chains = [[_session(m, providers, self.workers) for m in models] for _ in range(self.workers)]
         self.suffix = self.chains[0][-1]
         self.output = self.suffix.get_outputs()[0].name
@@ -124,13 +126,13 @@ class IncrementalModel(ModelBase):
             out_lo, out_hi = changed_range(seg.changed, ext_out, y0, y1)
             start = crop_start(seg.geometry, out_lo, ext_in, np.array(seg.crop))
             crops = self._crops((worker, seg.start), batch, start, seg.crop, values, origin, lo, hi)
-            values = session.run(None, {seg.start: crops})[0]
+            values = run_with_deadline(session, None, {seg.start: crops}, "an incremental segment")[0]
             origin, lo, hi = start // seg.geometry.stride, out_lo, out_hi
         full = self._buffer((worker, "suffix"), (n,) + self.cached[self.plan.last].shape[1:])
         full[...] = self.cached[self.plan.last]
         shape = np.array(full.shape[2:])
         self._paste(full, np.zeros((n, 2), int), shape, values, origin, lo, hi)
-        return np.asarray(chain[-1].run([self.output], {self.plan.last: full})[0],
+        return np.asarray(run_with_deadline(chain[-1], [self.output], {self.plan.last: full}, "the model")[0],
                           np.float32).reshape(n, -1)
 
     def _crops(self, key: tuple[int, str], batch: np.ndarray, start: np.ndarray, crop: tuple[int, int],
@@ -183,11 +185,7 @@ def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int]) -> tupl
     reason = _unsupported(model)
     if reason:
         return model, dict(path="full", reason=reason)
-    from .onnx_safety import read_onnx
-
-    proto = read_onnx(Path(model.spec.source))
-    if any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer):
-        return model, dict(path="full", reason="incremental inference does not handle external data")
+    proto = load_in_memory(Path(model.spec.source))
     pre = prefix(proto, model.spec.input_name)
     if len(pre.cuts) < 2:
         return model, dict(path="full", reason=f"no convolutional prefix (stops at {pre.stop})")

@@ -25,24 +25,23 @@ from ..graph.outputs import MEANS_OUTPUT, layer_means_model, resolve_tensor
 from .base import batch_slices
 from .cpu_parallel import session_options
 from .feed import feed_array
-from .onnx_safety import load_checked, read_onnx
+from .isolation import run_with_deadline
+from .onnx_safety import in_memory_bytes, load_in_memory, read_onnx
 
 
 def load_with_weights(path: Path) -> onnx.ModelProto:
-    """The model with its external data (locations checked first, as for inference)."""
-    proto, external = load_checked(path)
-    if external:
-        from onnx.external_data_helper import load_external_data_for_model
-
-        load_external_data_for_model(proto, str(Path(path).parent))
-    return proto
+    """The model with its external data read into memory from the checked model folder."""
+    return load_in_memory(path)
 
 
 def _new_session(proto: onnx.ModelProto, providers: Sequence[str], what: str) -> Any:
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(proto.SerializeToString(), session_options(), providers=list(providers))
+        data = in_memory_bytes(proto, what)
+        return ort.InferenceSession(data, session_options(), providers=list(providers))
+    except InputError:
+        raise
     except Exception as e:
         raise InputError(f"ONNX Runtime cannot load the {what} ({str(e).splitlines()[0][:200]})") from None
 
@@ -53,10 +52,7 @@ def activations(model: Any, batch: np.ndarray, names: Sequence[str], *,
     names = tuple(names)
     key = ("layers", names)
     if key not in model.derived:
-        proto = read_onnx(model.path)
-        if any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer):
-            raise InputError(f"{model.path}: activations of a model with external data need "
-                             "`explainer export-layers` first")
+        proto = load_in_memory(model.path)
         tensors = tuple(resolve_tensor(proto, name) for name in names)
         for old in [k for k in model.derived if k[0] == "layers"]:
             del model.derived[old]  # one layers model at a time
@@ -64,7 +60,8 @@ def activations(model: Any, batch: np.ndarray, names: Sequence[str], *,
     session, tensors = model.derived[key]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for s in batch_slices(len(batch), mini_batch_size):
-        outs = session.run(list(tensors), {model.spec.input_name: feed_array(model, batch[s])})
+        outs = run_with_deadline(session, list(tensors), {model.spec.input_name: feed_array(model, batch[s])},
+                                 str(model.path))
         for name, value in zip(names, outs):
             parts[name].append(np.asarray(value, dtype=np.float32))
     return {name: np.concatenate(v, axis=0) for name, v in parts.items()}
@@ -75,10 +72,23 @@ def layer_channels(model: Any, layer: str) -> int:
     proto = load_with_weights(model.path)
     tensor = resolve_tensor(proto, layer)
     shape = next((lay.shape for lay in layers(proto) if lay.output == tensor), None)
-    axis = 3 if shape is not None and len(shape) == 4 and feature_view(model, layer).layout == "NHWC" else 1
+    axis = len(shape) - 1 if shape is not None and _channels_last(model, layer) else 1
     if shape is None or len(shape) < 2 or not isinstance(shape[axis], int):
         raise InputError(f"layer {layer!r}: cannot tell its number of channels (shape {shape})")
     return int(shape[axis])
+
+
+def _channels_last(model: Any, layer: str) -> bool:
+    """Whether ``layer``'s channels are its last axis: an NHWC map, or (N, T, D) tokens on a grid."""
+    proto = read_onnx(model.path)
+    tensor = resolve_tensor(proto, layer)
+    shape = next((lay.shape for lay in layers(proto) if lay.output == tensor), None)
+    if shape is None or len(shape) not in (3, 4):
+        return False
+    try:
+        return feature_view(model, layer).layout in ("NHWC", "tokens")
+    except InputError:  # 3-D but not tokens on a grid
+        return False
 
 
 def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
@@ -86,7 +96,8 @@ def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
     """Channel means of ``layer`` (N, C') and d sum(weights * means) / d input (N, C, H, W)."""
     key = ("layer_means", layer)
     if key not in model.derived:
-        derived = gradient_model(layer_means_model(load_with_weights(model.path), layer))
+        derived = gradient_model(layer_means_model(load_with_weights(model.path), layer,
+                                                   channels_last=_channels_last(model, layer)))
         model.derived[key] = _new_session(derived, model.providers, "layer-mean gradient model")
     session, spec = model.derived[key], model.spec
     n, count = len(batch), weights.shape[1]
@@ -98,7 +109,7 @@ def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
         wl[:m] = weights[s]
         feed = {spec.input_name: feed_array(model, np.pad(batch[s], [(0, pad)] + [(0, 0)] * 3)),
                 "logit_weights": wl, "probability_weights": np.zeros_like(wl)}
-        got_means, grad = session.run([MEANS_OUTPUT, "gradient"], feed)
+        got_means, grad = run_with_deadline(session, [MEANS_OUTPUT, "gradient"], feed, str(model.path))
         grad = np.asarray(grad, np.float32)[:m]
         grads.append(grad.transpose(0, 3, 1, 2) if spec.preprocessing.layout == "NHWC" else grad)
         means.append(np.asarray(got_means, np.float32).reshape(m + pad, -1)[:m])
@@ -150,12 +161,12 @@ def feature_view(model: Any, layer: str) -> FeatureView:
 
 def linear_head(model: Any) -> tuple[str, np.ndarray]:
     """The feature tensor before global average pooling and the FC weights (K, C)."""
-    return cam_weights(read_onnx(model.path))
+    return cam_weights(load_in_memory(model.path))
 
 
 def hidden_unit_model(model: Any, layer: str) -> Any:
     """An OnnxModel whose outputs are the feature-map means of ``layer`` (N, C), same device and preprocessing."""
-    derived = layer_means_model(onnx.load(str(model.path)), layer)
+    derived = layer_means_model(load_in_memory(model.path), layer, channels_last=_channels_last(model, layer))
     pre = model.spec.preprocessing
     device = "gpu" if model.providers[0] == "CUDAExecutionProvider" else "cpu"
     with tempfile.TemporaryDirectory(prefix="explainer-") as tmp:

@@ -13,6 +13,8 @@ from ..graph.gradients import gradient_model
 from .cpu_parallel import SessionSet, cpu_cores, plan, sample_bytes
 from .feed import feed_array
 from .onnx_derived import load_with_weights
+from .isolation import run_with_deadline
+from .onnx_safety import in_memory_bytes
 
 
 def gradient_session(model: Any, layer: str | None, relu: str) -> SessionSet:
@@ -38,7 +40,7 @@ def gradient_bytes(model: Any, layer: str | None, relu: str) -> tuple[bytes, int
     if hit is not None and isinstance(hit[1].get("sample_bytes"), int):
         return hit[0], hit[1]["sample_bytes"]
     proto = load_with_weights(model.path)
-    data = gradient_model(proto, layer=layer, relu=relu).SerializeToString()
+    data = in_memory_bytes(gradient_model(proto, layer=layer, relu=relu), "gradient model")
     per_sample = sample_bytes(proto)
     graph_cache.store(key, data, {"kind": "gradient", "layer": layer, "relu": relu,
                                   "model_sha256": model.spec.sha256, "sample_bytes": per_sample})
@@ -117,7 +119,7 @@ def _run(model: Any, session: Any, part: np.ndarray, wl: np.ndarray, wp: np.ndar
     feed = {model.spec.input_name: feed_array(model, part),
             "logit_weights": wl, "probability_weights": wp}
     names = [model.spec.output_name, "gradient"] + (["activations"] if layer is not None else [])
-    got = session.run(names, feed)
+    got = run_with_deadline(session, names, feed, "the gradient model")
     out = np.asarray(got[0], dtype=np.float32).reshape(got[0].shape[0], -1)[:n]
     grad = np.asarray(got[1], dtype=np.float32)[:n]
     if layer is None and layout == "NHWC":

@@ -8,81 +8,20 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from ..errors import InputError
-from ..imaging import Preprocessing, parse_preprocessing
+from ..errors import InputError, ModelError
+from ..imaging import Preprocessing
 from ..xp import to_numpy
 from ..runtime_check import check_onnxruntime
 from . import graph_cache
-from .isolation import probe_session, run_isolated
+from .isolation import probe_inputs, probe_session, run_isolated, run_with_deadline
 from .onnx_device import cuda_device_id, is_device_array, predict_device
 from .onnx_safety import DEFAULT_MAX_MODEL_BYTES, file_sha256, load_checked, read_onnx
 from . import onnx_derived
 from .cpu_parallel import session_options
-from .base import OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, default_labels, to_layout
+from .base import (OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, check_batch, default_labels,
+                   to_layout)
 from .feed import feed_array, pad_rows
-
-_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
-           onnx.TensorProto.DOUBLE: np.float64}
-
-
-def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
-    shape = value_info.type.tensor_type.shape
-    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
-
-
-def _image_input(model: onnx.ModelProto, path: Path) -> onnx.ValueInfoProto:
-    weights = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in weights]
-    images = [i for i in inputs if len(_dims(i)) == 4]
-    if len(inputs) != 1 or not images:
-        shapes = {i.name: _dims(i) for i in inputs}
-        raise InputError(f"{path}: not an image classifier: expected one 4-D image input, found {shapes}")
-    if images[0].type.tensor_type.elem_type not in _DTYPES:
-        raise InputError(f"{path}: not an image classifier: input {images[0].name!r} is not a float tensor")
-    dims = _dims(images[0])
-    if any(d is not None and not 0 < d <= MAX_DIM for d in dims):
-        raise InputError(f"{path}: not an image classifier: input dims {dims} are out of range (1..{MAX_DIM})")
-    return images[0]
-
-
-MAX_DIM = 16384
-
-
-def _layout(dims: list[int | None]) -> str:
-    if dims[1] in (1, 3):
-        return "NCHW"
-    if dims[3] in (1, 3):
-        return "NHWC"
-    return "NCHW"
-
-
-def _metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def _preprocessing(dims: list[int | None], meta: dict[str, str], overrides: dict[str, Any],
-                   path: Path) -> tuple[Preprocessing, str]:
-    layout = overrides.get("layout") or _layout(dims)
-    c_axis, h_axis, w_axis = (1, 2, 3) if layout == "NCHW" else (3, 1, 2)
-    channels = dims[c_axis] or 3
-    fixed = (dims[h_axis], dims[w_axis])
-    size = tuple(fixed) if None not in fixed else None
-    base = dict(size=size or (1, 1), layout=layout, channels=channels)
-    if channels == 1:
-        base.update(mean=(0.0,), std=(1.0,))
-    source = "default"
-    if "explainer.preprocessing" in meta:
-        spec, source = parse_preprocessing(meta["explainer.preprocessing"], **base), "metadata"
-    else:
-        spec = Preprocessing(**base)
-    if any(overrides.get(k) is not None for k in ("size", "layout", "scale", "mean", "std")):
-        spec, source = spec.updated(**overrides), "options"
-    if size is None and "explainer.preprocessing" not in meta and overrides.get("size") is None:
-        raise InputError(f"{path}: the input size is not fixed in the model; give it with --size H W")
-    if size is not None and tuple(spec.size) != size:
-        raise InputError(f"{path}: the model's input is fixed at {size[0]}x{size[1]}, not {spec.size}")
-    return spec, source
-
+from .onnx_spec import _DTYPES, _dims, _image_input, _labels, _metadata, _preprocessing  # noqa: F401
 
 def _providers(device: str) -> list[str]:
     import onnxruntime as ort
@@ -128,6 +67,7 @@ class OnnxModel(ModelBase):
         check_onnxruntime()  # exactly one of onnxruntime / onnxruntime-gpu, else the fix
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(4)  # no warning lines for ordinary models; errors are ours
         self.path = Path(path)
         self.derived: dict[tuple, Any] = {}  # every session derived from the file, by what it computes
         self._options = dict(device=device, labels=None if labels is None else list(labels),
@@ -147,6 +87,7 @@ class OnnxModel(ModelBase):
             out_name = proto.graph.output[0].name if proto.graph.output else ""
             job = (self.providers, image.name, (fixed or 1,) + shape[1:], np.dtype(self._dtype).name, out_name)
             verdict = graph_cache.cache_key(sha256, "probe", job=repr(job), external=external,
+                                            inputs="zeros,normal",
                                             runtime=ort.__version__)
             if graph_cache.load(verdict) is None:  # these exact bytes never passed the probe here
                 run_isolated(probe_session, (str(self.path),) + job, str(self.path))
@@ -169,9 +110,11 @@ class OnnxModel(ModelBase):
     def _probe(self, pre: Preprocessing, fixed: int | None, out_name: str, proto: onnx.ModelProto,
                meta: dict[str, str]) -> tuple[int, str]:
         c, (h, w) = pre.channels, pre.size
-        zeros = to_layout(np.zeros((fixed or 1, c, h, w), dtype=np.float32), pre.layout)
+        shape = to_layout(np.zeros((fixed or 1, c, h, w), dtype=np.float32), pre.layout).shape
         try:
-            out = self.session.run([out_name], {self.session.get_inputs()[0].name: zeros.astype(self._dtype)})[0]
+            for x in probe_inputs(shape, np.dtype(self._dtype).name):
+                out = run_with_deadline(self.session, [out_name], {self.session.get_inputs()[0].name: x},
+                                        str(self.path))[0]
         except Exception as e:
             reason = str(e).splitlines()[0][:200]
             raise InputError(f"{self.path}: the model does not run on a {h}x{w} input ({reason})") from None
@@ -276,6 +219,7 @@ class OnnxModel(ModelBase):
             if self.accepts_device_arrays:
                 return predict_device(self, batch)
             batch = to_numpy(batch)
+        check_batch(batch, self.spec)
         n = batch.shape[0]
         step = self.spec.fixed_batch_size or n or 1
         outs = [self._run(batch[s]) for s in batch_slices(n, step)]
@@ -284,15 +228,10 @@ class OnnxModel(ModelBase):
     def _run(self, part: np.ndarray) -> np.ndarray:
         n = part.shape[0]
         feed = feed_array(self, pad_rows(part, self.spec.fixed_batch_size))
-        out = self.session.run([self.spec.output_name], {self.spec.input_name: feed})[0]
+        out = np.asarray(run_with_deadline(self.session, [self.spec.output_name], {self.spec.input_name: feed},
+                                           str(self.path))[0])
+        if out.ndim < 1 or out.shape[0] != feed.shape[0] or out.size != feed.shape[0] * self.spec.num_classes:
+            raise ModelError(f"{self.path}: the model returned an output of shape {list(out.shape)} for a batch "
+                             f"of {feed.shape[0]} inputs (expected [{feed.shape[0]}, {self.spec.num_classes}]; "
+                             "does it ignore the batch size?)")
         return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[:n]
-
-
-def _labels(meta: dict[str, str], path: Path) -> list[str] | None:
-    if "explainer.labels" in meta:
-        return meta["explainer.labels"].split("\n")
-    txt = path.with_name("labels.txt")
-    if txt.is_file():
-        return [line.strip() for line in txt.read_text(encoding="utf-8", errors="replace").splitlines()
-                if line.strip()]
-    return None

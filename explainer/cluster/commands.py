@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..methods.common import load_input
-from ..model import Model, to_layout
+from ..console import shown
+from ..model import Model
 from .connect import MAX_TASK_BYTES, Cluster, check_options, connect, run_tasks
 from .worker import ImageTask, audit_settings, audit_task, chunk_task, explain_task
 
@@ -94,10 +95,13 @@ def _announce(cluster: Cluster, quiet: bool) -> None:
 
 
 def explain(args: argparse.Namespace, model: Model, info: Any, options: dict[str, Any],
-            todo: Sequence[tuple[str, str]], skipped: int, progress: bool) -> None:
+            todo: Sequence[tuple[str, str]], skipped: int, progress: bool,
+            write: Callable[[Any, str], list[Path]]) -> None:
     """``explainer explain IMAGE... --workers N``: the cluster half of ``cli.cmd_explain``.
 
-    ``todo`` holds (image, stem) of the images not skipped by ``--resume``. Every image is
+    ``todo`` holds (image, stem) of the images not skipped by ``--resume``; ``write(result,
+    stem)`` saves one output set exactly as the single-process run does (``--out``, the
+    settings ``--resume`` checks, the display options). Every image is
     decoded here first, as in a single-process run, but not kept: a task reads its file
     when it is submitted.
     """
@@ -109,23 +113,22 @@ def explain(args: argparse.Namespace, model: Model, info: Any, options: dict[str
     tasks = ((explain_task, (described, model.spec.sha256, info.name, options, args.server_side,
                              args.target, image_task(path) if info.needs_image else None))
              for path, _ in todo)
-    layout = model.spec.preprocessing.layout
     summary: dict[int, dict[str, Any]] = {}
 
     def save(i: int, got: tuple[Any, str]) -> None:
         result, worker = got
         path, stem = todo[i]
-        written = result.save(args.out, stem, save_input=args.save_input and result.input is not None,
-                              input_tensor=None if result.input is None else to_layout(result.input, layout))
+        written = write(result, stem)
         summary[i] = {**result.to_dict(), "files": [str(f) for f in written], "worker": worker}
         if not args.json and not args.quiet:
-            print(f"{path}: {result.label} ({result.score:.3f}) -> " + ", ".join(str(f) for f in written))
+            print(f"{shown(path)}: {shown(result.label)} ({result.score:.3f}) -> "
+                  + ", ".join(shown(f) for f in written))
 
     if todo:
         _run(args, tasks, len(todo), save, progress,
              "the images written are complete; rerun with --resume to do the rest")
     if not args.json and not args.quiet and skipped:
-        print(f"{skipped} image(s) already explained in {args.out}: skipped (--resume)")
+        print(f"{skipped} image(s) already explained in {shown(args.out)}: skipped (--resume)")
     if args.json:
         print(json.dumps([summary[i] for i in sorted(summary)], indent=2, allow_nan=False))
 

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import replace, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,7 +83,7 @@ def image_input(model: Model, task: ImageTask) -> ImageInput:
         given = load_input(model, arr)
     else:
         given = load_input(model, decode_image(task.data, task.source))
-    return ImageInput(given.x, given.pixels, task.source, given.crop_box)
+    return replace(given, source=task.source)  # the original picture and its size travel along
 
 
 def explain_task(description: dict[str, Any], sha256: str, method: str, options: dict[str, Any],

@@ -13,7 +13,7 @@ import onnx
 from ..errors import InputError
 
 from .features import FeatureView, Shape, channel_axes, pooled_axes, token_grid
-from .inspect import Layer, _shapes, default_feature_layer, layers
+from .inspect import Layer, _shapes, default_feature_layer, image_dependent, layers
 
 PASS = {"Dropout", "Identity", "Cast"}
 
@@ -56,8 +56,9 @@ def default_feature(model: onnx.ModelProto, input_layout: str) -> tuple[Layer, F
     matlab = default_feature_layer(model, input_layout, axes)
     if matlab is not None:
         return matlab, FeatureView(matlab.output, "NHWC" if axes.get(matlab.output) == 3 else "NCHW")
+    on_path = image_dependent(model)
     for node in reversed(model.graph.node):
-        spatial = pooled_axes(node, shapes, model.graph)
+        spatial = pooled_axes(node, shapes, model.graph) if node.input and node.input[0] in on_path else None
         shape = shapes.get(node.input[0]) if node.input else None
         if spatial is None or shape is None:
             continue

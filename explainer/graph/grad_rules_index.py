@@ -102,6 +102,14 @@ def gather(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     g, rank = gys[0], b.rank(data, node)
     axis = attr(node, "axis", 0) % rank
     ri = b.rank(idx, node)
+    known, size = b.value(idx), (b.shape(data) or (None,) * rank)[axis]
+    if known is not None and known.size == 1 and isinstance(size, int) and size > 0:  # one slice: zero-pad it
+        at = int(known.reshape(())) % size
+        if ri == 1:
+            g = b.node("Squeeze", [g, b.ints([axis])])
+        pads = [0] * (2 * rank)
+        pads[axis], pads[rank + axis] = at, size - 1 - at
+        return [b.node("Pad", [b.node("Unsqueeze", [g, b.ints([axis])]), b.ints(pads)], mode="constant"), None]
     if ri == 0:
         g = b.node("Unsqueeze", [g, b.ints([axis])])
         idx = b.node("Reshape", [idx, b.ints([-1])])

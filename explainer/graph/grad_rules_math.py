@@ -95,21 +95,48 @@ def max_min(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     return [ga, gc]
 
 
-def reduce_extreme(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
-    """ReduceMax / ReduceMin: the gradient shared by the elements equal to the result."""
+def _kept(b: Builder, node: onnx.NodeProto, gys: list) -> tuple[str, str, list[int]] | None:
+    """The gradient and the result of a Reduce* node with the reduced axes kept (size 1), and the axes.
+
+    None when the node reduces nothing (``noop_with_empty_axes`` and no axes).
+    """
     x, y, g = node.input[0], node.output[0], gys[0]
     rank = b.rank(x, node)
     axes = b.const_input(node, 1, "axes") if len(node.input) > 1 else attr(node, "axes")
     if axes is None or len(axes) == 0:
         if attr(node, "noop_with_empty_axes", 0):
-            return only_first(b, node, g)
+            return None
         axes = list(range(rank))
     axes = sorted(int(a) % rank for a in np.asarray(axes).reshape(-1))
     if not attr(node, "keepdims", 1):
         g, y = (b.node("Unsqueeze", [t, b.ints(axes)]) for t in (g, y))
+    return g, y, axes
+
+
+def reduce_extreme(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
+    """ReduceMax / ReduceMin: the gradient shared by the elements equal to the result."""
+    kept = _kept(b, node, gys)
+    if kept is None:
+        return only_first(b, node, gys[0])
+    g, y, axes = kept
+    x = node.input[0]
     hit = b.node("Cast", [b.node("Equal", [x, y])], to=b.dtype(x))
     count = b.node("ReduceSum", [hit, b.ints(axes)], keepdims=1)
     return only_first(b, node, b.node("Mul", [hit, b.node("Div", [g, count])]))
+
+
+def reduce_norm(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
+    """ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp: g times d y / d x (broadcast back)."""
+    kept = _kept(b, node, gys)
+    if kept is None:
+        return only_first(b, node, gys[0])
+    g, y, _ = kept
+    x = node.input[0]
+    slope = {"ReduceL1": lambda: b.node("Sign", [x]),
+             "ReduceL2": lambda: b.node("Div", [x, y]),
+             "ReduceSumSquare": lambda: b.node("Mul", [x, b.scalar(2.0, x)]),
+             "ReduceLogSumExp": lambda: b.node("Exp", [b.node("Sub", [x, y])])}[node.op_type]()
+    return only_first(b, node, b.node("Mul", [g, slope]))
 
 
 def layer_norm(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
@@ -130,6 +157,43 @@ def layer_norm(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
     inner = b.node("Sub", [b.node("Sub", [gs, b.reduce_mean(gs, axes)]),
                            b.node("Mul", [xhat, b.reduce_mean(b.node("Mul", [gs, xhat]), axes)])])
     return [b.node("Mul", [inner, inv])] + [None] * (len(node.input) - 1)
+
+
+def instance_norm(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
+    """LayerNorm's reverse over the spatial axes, with a per-channel scale (C,)."""
+    x, scale = node.input[:2]
+    if any(b.needs(n) for n in node.input[1:]):
+        raise refuse(node, "its scale or bias depends on the differentiated tensor")
+    rank = b.rank(x, node)
+    axes = list(range(2, rank))
+    eps = attr(node, "epsilon", 1e-5)
+    centred = b.node("Sub", [x, b.reduce_mean(x, axes)])
+    var = b.reduce_mean(b.node("Mul", [centred, centred]), axes)
+    inv = b.node("Reciprocal", [b.node("Sqrt", [b.node("Add", [var, b.scalar(eps, x)])])])
+    xhat = b.node("Mul", [centred, inv])
+    gs = b.node("Mul", [gys[0], b.node("Reshape", [scale, b.ints([-1] + [1] * (rank - 2))])])
+    inner = b.node("Sub", [b.node("Sub", [gs, b.reduce_mean(gs, axes)]),
+                           b.node("Mul", [xhat, b.reduce_mean(b.node("Mul", [gs, xhat]), axes)])])
+    return [b.node("Mul", [inner, inv]), None, None]
+
+
+def elu_selu(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
+    """Elu: g where x > 0, else g (y + alpha); Selu: gamma times that with alpha gamma's y."""
+    x, y, g = node.input[0], node.output[0], gys[0]
+    if node.op_type == "Elu":
+        alpha, gamma = attr(node, "alpha", 1.0), 1.0
+    else:
+        alpha, gamma = attr(node, "alpha", 1.67326319217681884765625), attr(node, "gamma", 1.05070102214813232421875)
+    neg = b.node("Mul", [g, b.node("Add", [y, b.scalar(alpha * gamma, x)])])
+    pos = b.node("Mul", [g, b.scalar(gamma, x)]) if gamma != 1.0 else g
+    return [b.node("Where", [b.node("Greater", [x, b.zero(b.dtype(x))]), pos, neg])]
+
+
+def mean(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
+    """Mean of n tensors: each gets g / n, summed back to its shape."""
+    y = node.output[0]
+    part = b.node("Mul", [gys[0], b.scalar(1.0 / len(node.input), y)])
+    return [b.unbroadcast(part, y, x, node) if b.needs(x) else None for x in node.input]
 
 
 def einsum(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
@@ -173,5 +237,7 @@ def einsum(b: Builder, node: onnx.NodeProto, gys: list) -> Grads:
 RULES: dict[str, Rule] = {
     "Erf": erf, "Gelu": gelu, "Softplus": softplus, "Mish": mish, "Reciprocal": reciprocal, "Pow": pow_,
     "Where": where, "Max": max_min, "Min": max_min, "ReduceMax": reduce_extreme, "ReduceMin": reduce_extreme,
-    "LayerNormalization": layer_norm, "Einsum": einsum,
+    "ReduceL1": reduce_norm, "ReduceL2": reduce_norm, "ReduceSumSquare": reduce_norm, "ReduceLogSumExp": reduce_norm,
+    "LayerNormalization": layer_norm, "Einsum": einsum, "InstanceNormalization": instance_norm,
+    "Elu": elu_selu, "Selu": elu_selu, "Mean": mean,
 }

@@ -26,6 +26,7 @@ from .grad_rules_index import RULES as INDEXING
 from .grad_rules_math import RULES as MATH
 from .grad_rules_shape import RULES as SHAPES
 from .pruning import prune
+from .shape_fill import infer_complete
 
 RELU_RULES = ("standard", "guided", "deconv")
 MIN_OPSET = 17
@@ -144,7 +145,7 @@ def _at_least_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return infer_complete(model)
     except Exception as e:
         raise InputError(f"ONNX shape inference fails on this model ({type(e).__name__})") from None
 

@@ -25,8 +25,9 @@ def cam_weights(proto: onnx.ModelProto) -> tuple[str, np.ndarray]:
 
     Follows the output back through Softmax, Add (bias), Gemm or MatMul, and
     Flatten/Reshape/Squeeze/Identity to a global average pool: GlobalAveragePool, a
-    ReduceMean over the two spatial axes (NCHW or NHWC), or an AveragePool whose kernel
-    covers the whole map.
+    ReduceMean over the two spatial axes (NCHW or NHWC), an AveragePool whose kernel
+    covers the whole map, or a ReduceMean over the token axis of (N, T, D) tokens (a
+    transformer's average-pooled head; the tokens must lie on a patch grid).
 
     Raises
     ------
@@ -51,6 +52,19 @@ def cam_weights(proto: onnx.ModelProto) -> tuple[str, np.ndarray]:
                 else w.T * attrs.get("alpha", 1.0)
         node = next((producer[i] for i in node.input if i in producer and _initializer(g, i) is None), None)
     if node is None or weights is None or (node.op_type != "GlobalAveragePool" and (
-            node.op_type not in ("ReduceMean", "AveragePool") or pooled_axes(node, _shapes(proto), g) is None)):
+            node.op_type not in ("ReduceMean", "AveragePool") or not _pools(node, _shapes(proto), g))):
         raise refuse
     return node.input[0], np.asarray(weights, np.float64)
+
+
+def _pools(node: onnx.NodeProto, shapes: dict, g: onnx.GraphProto) -> bool:
+    """Whether a ReduceMean / AveragePool averages a whole 4-D map, or (N, T, D) tokens over T."""
+    if pooled_axes(node, shapes, g) is not None:
+        return node.op_type == "ReduceMean" or node.op_type == "AveragePool"
+    shape = shapes.get(node.input[0])
+    if node.op_type != "ReduceMean" or shape is None or len(shape) != 3:
+        return False
+    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1:
+        axes = _initializer(g, node.input[1])
+    return axes is not None and [int(a) % 3 for a in np.asarray(axes).reshape(-1)] == [1]

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from .shape_fill import infer_complete
+
 RELU_LIKE = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Selu", "HardSwish"}
 GATHERS = {"Add", "Concat", "Sum", "Max"}
 
@@ -22,7 +24,7 @@ class Layer:
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | str | None, ...]]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_complete(model)
     except Exception:  # shape inference is a convenience here, never required
         inferred = model
     g = inferred.graph
@@ -41,6 +43,16 @@ def layers(model: onnx.ModelProto) -> list[Layer]:
             for n in model.graph.node if n.output]
 
 
+def image_dependent(model: onnx.ModelProto) -> set[str]:
+    """The tensors computed from the image input (not from weights alone, as a position-bias MLP)."""
+    weights = {t.name for t in model.graph.initializer}
+    found = {i.name for i in model.graph.input if i.name not in weights}
+    for n in model.graph.node:
+        if any(i in found for i in n.input):
+            found.update(o for o in n.output if o)
+    return found
+
+
 def default_feature_layer(model: onnx.ModelProto, layout: str = "NCHW",
                           axes: dict[str, int] | None = None) -> Layer | None:
     """MATLAB gradCAM's default FeatureLayer.
@@ -55,9 +67,10 @@ def default_feature_layer(model: onnx.ModelProto, layout: str = "NCHW",
     producers = {n.output[0]: n.op_type for n in model.graph.node if n.output}
     nodes = {n.output[0]: n for n in model.graph.node if n.output}
     best = None
+    on_path = image_dependent(model)
     for layer in layers(model):
         shape = layer.shape
-        if shape is None or len(shape) != 4:
+        if shape is None or len(shape) != 4 or layer.output not in on_path:
             continue
         channels_first = (axes or {}).get(layer.output, 1 if layout == "NCHW" else 3) == 1
         h, w = (shape[2], shape[3]) if channels_first else (shape[1], shape[2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -40,7 +41,7 @@ def tensor_rank(model: onnx.ModelProto, tensor: str) -> tuple[int | None, int]:
     return None, onnx.TensorProto.FLOAT
 
 
-def layer_means_model(model: onnx.ModelProto, layer: str) -> onnx.ModelProto:
+def layer_means_model(model: onnx.ModelProto, layer: str, channels_last: bool = False) -> onnx.ModelProto:
     """A model whose output is the spatial mean of one intermediate tensor.
 
     For a tensor of shape (N, C, H, W) (or any (N, C, ...)), the output
@@ -69,6 +70,16 @@ def layer_means_model(model: onnx.ModelProto, layer: str) -> onnx.ModelProto:
     g = derived.graph
     if rank == 2:
         g.node.append(helper.make_node("Identity", [tensor], [MEANS_OUTPUT], name="explainer_means"))
+    elif channels_last:  # (N, ..., C): the mean over the axes between
+        axes = list(range(1, rank - 1))
+        opset = next((o.version for o in derived.opset_import if o.domain in ("", "ai.onnx")), 17)
+        if opset >= 18:
+            g.initializer.append(onnx.numpy_helper.from_array(np.asarray(axes, np.int64), MEANS_OUTPUT + "_axes"))
+            g.node.append(helper.make_node("ReduceMean", [tensor, MEANS_OUTPUT + "_axes"], [MEANS_OUTPUT],
+                                           name="explainer_means", keepdims=0))
+        else:
+            g.node.append(helper.make_node("ReduceMean", [tensor], [MEANS_OUTPUT], name="explainer_means",
+                                           axes=axes, keepdims=0))
     else:
         pooled = MEANS_OUTPUT + "_pooled"
         g.node.append(helper.make_node("GlobalAveragePool", [tensor], [pooled], name="explainer_gap"))

@@ -12,8 +12,10 @@ from scipy import ndimage
 from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
+from ..graph.features import FeatureView, to_maps
 from . import MethodInfo, Option
 from .common import explanation, prepare
+from ..visualization.tiles import channel_tile
 
 UPSAMPLING = ("bicubic", "nearest")
 
@@ -58,6 +60,22 @@ def resolve_layer(model: Model, layer: str) -> str:
     return layer if layer != "auto" else model.default_feature_layer()
 
 
+def feature_maps(t: np.ndarray, model: Model, layer: str, who: str) -> np.ndarray:
+    """A layer tensor as (N, C, h, w) maps: its layout (or token grid) read from the graph.
+
+    A model without a graph (a served one) gives 4-D tensors in its input's layout.
+    """
+    view_of = getattr(model, "feature_view", None)
+    view = view_of(layer) if callable(view_of) else FeatureView(layer, model.spec.preprocessing.layout)
+    if view.layout != "tokens" and t.ndim != 4:
+        raise InputError(f"layer {layer!r} has a {t.ndim}-D output {list(t.shape)}; {who} needs a 4-D "
+                         "(N, C, h, w) feature map or (N, T, D) tokens on a patch grid")
+    try:
+        return to_maps(t, view)
+    except ValueError as e:
+        raise InputError(f"layer {layer!r}: {e}") from None
+
+
 def activations(model: Model, image: Any, target: int | str | None = None, *, layer: str = "auto",
                 num_channels: int = 16, output_upsampling: str = "bicubic",
                 progress: bool = False) -> Explanation:
@@ -80,7 +98,9 @@ def activations(model: Model, image: Any, target: int | str | None = None, *, la
     Explanation
         ``map`` : (H, W) the strongest channel (largest activation) upsampled to the
         input; ``arrays["activations"]`` : (C, h, w) float32; ``images["tile"]`` :
-        imtile(mat2gray) of the first ``num_channels`` channels (uint8);
+        (h', w', 3) uint8, mat2gray of the first ``num_channels`` channels (one scale, as
+        MATLAB's ``imtile(mat2gray(act))``) tiled with borders, channel numbers and a
+        title naming the layer (:func:`explainer.visualization.tiles.channel_tile`);
         ``params["channel"]`` : the strongest channel.
     """
     if output_upsampling not in UPSAMPLING:
@@ -89,10 +109,7 @@ def activations(model: Model, image: Any, target: int | str | None = None, *, la
         raise InputError(f"num_channels must be a positive integer, got {num_channels!r}")
     prep = prepare(model, image, target, "probability")
     layer = resolve_layer(model, layer)
-    act = model.activations(prep.x, [layer])[layer]
-    if act.ndim != 4:
-        raise InputError(f"layer {layer!r} has a {act.ndim}-D output {list(act.shape)}; "
-                         "activations need a 4-D (N, C, h, w) feature map")
+    act = feature_maps(model.activations(prep.x, [layer])[layer], model, layer, "activations")
     a = act[0]
     channel = int(np.argmax(a.reshape(a.shape[0], -1).max(axis=1)))
     order = 3 if output_upsampling == "bicubic" else 0
@@ -103,7 +120,10 @@ def activations(model: Model, image: Any, target: int | str | None = None, *, la
     prep.stats.forward_passes += 1
     result = explanation(model, prep, "activations", relevance, params,
                          arrays={"activations": a.astype(np.float32)})
-    return dataclasses.replace(result, images={"tile": imtile(mat2gray(shown))})
+    title = (f"layer {layer}\nchannels 0-{shown.shape[0] - 1} of {a.shape[0]} ({a.shape[1]}x{a.shape[2]})"
+             "\none grey scale, white = strongest")
+    tile = channel_tile(mat2gray(shown), list(range(shown.shape[0])), title)
+    return dataclasses.replace(result, images={"tile": tile})
 
 
 METHODS = [MethodInfo("activations", activations, (

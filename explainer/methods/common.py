@@ -13,8 +13,9 @@ import numpy as np
 
 from ..model import Model, resolve_target, scores
 from ..errors import InputError
+from ..validation import check_memory
 from ..explanation import Explanation
-from ..imaging import crop_box, fit_pixels, preprocess, read_image
+from ..imaging import crop_box, display_copy, fit_pixels, preprocess, read_image
 from ..perturbation.engine import RunStats, timed_predict
 
 
@@ -30,12 +31,17 @@ class ImageInput:
     source : str, the file it came from ("" for arrays)
     crop_box : (left, top, right, bottom) of the original image the tensor shows, or None
         (when given a tensor)
+    original : (h, w, 3) uint8 ndarray or None, the original picture for drawing (long side
+        capped at 2048 px, :func:`explainer.imaging.display_copy`)
+    image_size : (H0, W0) of the original image, or None
     """
 
     x: np.ndarray
     pixels: np.ndarray | None
     source: str
     crop_box: tuple[float, float, float, float] | None = None
+    original: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -51,6 +57,8 @@ class Prepared:
     stats: RunStats = field(default_factory=RunStats)
     started: float = field(default_factory=time.perf_counter)
     crop_box: tuple[float, float, float, float] | None = None
+    original: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
 
 
 def load_input(model: Model, image: Any) -> ImageInput:
@@ -63,9 +71,9 @@ def load_input(model: Model, image: Any) -> ImageInput:
         tensor already preprocessed for the model (NCHW whatever the model's
         layout); or an ImageInput from an earlier call (returned as it is).
     """
+    spec = require_model(model).spec
     if isinstance(image, ImageInput):
         return image
-    spec = model.spec
     source = str(image) if isinstance(image, (str, Path)) else ""
     if isinstance(image, (str, Path)) and Path(image).suffix.lower() != ".npy":
         pixels = read_image(image)
@@ -84,9 +92,22 @@ def load_input(model: Model, image: Any) -> ImageInput:
             raise InputError(f"image must be (H, W, 3) uint8 pixels or a (1, C, H, W) tensor, "
                              f"got {arr.dtype} {list(arr.shape)}")
         pixels = arr
+    if 0 in pixels.shape[:2]:
+        raise InputError(f"image has no pixels (shape {list(pixels.shape)})")
+    c, h, w = spec.input_shape
+    check_memory(f"a {h}x{w} model input", 16.0 * c * h * w * 4 + pixels.nbytes * 4)
     x = preprocess(pixels, spec.preprocessing)
     return ImageInput(x, fit_pixels(pixels, spec.preprocessing), source,
-                      crop_box(pixels.shape, spec.preprocessing))
+                      crop_box(pixels.shape, spec.preprocessing), display_copy(pixels),
+                      (int(pixels.shape[0]), int(pixels.shape[1])))
+
+
+def require_model(model: Any) -> Model:
+    """``model`` when it is a loaded model (``explainer.load_model``); InputError otherwise."""
+    spec = getattr(model, "spec", None)
+    if not callable(getattr(model, "predict", None)) or not hasattr(spec, "preprocessing"):
+        raise InputError(f"model must be a loaded model (explainer.load_model(...)), got {type(model).__name__}")
+    return model
 
 
 def read_npy(path: str | Path) -> np.ndarray:
@@ -96,6 +117,7 @@ def read_npy(path: str | Path) -> np.ndarray:
     """
     if not Path(path).is_file():
         raise InputError(f"{path}: no such input file")
+    _check_npy_header(Path(path))
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -108,6 +130,25 @@ def read_npy(path: str | Path) -> np.ndarray:
     return arr
 
 
+def _check_npy_header(path: Path) -> None:
+    """Refuse, before reading the data, a .npy whose header claims more than the file holds or
+    more memory than there is."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise InputError(f"{path}: not a readable .npy array ({str(e).splitlines()[0][:120] if str(e) else ''})") \
+            from None
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > path.stat().st_size - offset:
+        raise InputError(f"{path}: .npy header claims {claimed} bytes of data, the file holds "
+                         f"{path.stat().st_size - offset}")
+    check_memory(f"{path}", claimed)
+
+
 def prepare(model: Model, image: Any, target: int | str | None, score: str) -> Prepared:
     """Load the input and run the base prediction (one forward pass)."""
     started = time.perf_counter()
@@ -115,7 +156,8 @@ def prepare(model: Model, image: Any, target: int | str | None, score: str) -> P
     stats = RunStats()
     s = scores(timed_predict(model, inp.x, stats), model.spec, score)[0]
     idx = resolve_target(target, model.spec, int(np.argmax(s)))
-    return Prepared(inp.x, inp.pixels, inp.source, idx, float(s[idx]), s, stats, started, inp.crop_box)
+    return Prepared(inp.x, inp.pixels, inp.source, idx, float(s[idx]), s, stats, started, inp.crop_box,
+                    inp.original, inp.image_size)
 
 
 def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray,
@@ -138,7 +180,8 @@ def explanation(model: Model, prep: Prepared, method: str, relevance: np.ndarray
                  "forward_passes": prep.stats.forward_passes, "model_s": prep.stats.model_s},
         pixels=prep.pixels, input=prep.x, source=prep.source, arrays=dict(arrays or {}),
         display=display, preprocessing=asdict(model.spec.preprocessing),
-        crop_box=None if prep.crop_box is None else [round(v, 3) for v in prep.crop_box])
+        crop_box=None if prep.crop_box is None else [round(v, 3) for v in prep.crop_box],
+        original=prep.original, image_size=None if prep.image_size is None else list(prep.image_size))
 
 
 def constant_map_warning(method: str, value: float) -> dict[str, Any]:

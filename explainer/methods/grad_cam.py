@@ -7,13 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ..graph.features import FeatureView, to_maps
 from ..graph.heads import cam_weights  # noqa: F401  (re-exported: CAM's head reader)
 from ..model import CapabilityError, Model, logit_view
 from ..errors import InputError
 from ..explanation import Explanation
 from . import MethodInfo, Option
-from .activations import resolve_layer, upsample
+from .activations import feature_maps, resolve_layer, upsample
 from .common import explanation, prepare
 from .gradient_common import has_gradients, require_gradients, target_weights
 
@@ -21,19 +20,8 @@ UPSAMPLING = ("bicubic", "nearest", "none")
 
 
 def _channels_first(t: np.ndarray, model: Model, layer: str) -> np.ndarray:
-    """A layer tensor as (N, C, h, w) maps: its layout (or token grid) read from the graph.
-
-    A model without a graph (a served one) gives 4-D tensors in its input's layout.
-    """
-    view_of = getattr(model, "feature_view", None)
-    view = view_of(layer) if callable(view_of) else FeatureView(layer, model.spec.preprocessing.layout)
-    if view.layout != "tokens" and t.ndim != 4:
-        raise InputError(f"layer {layer!r} has a {t.ndim}-D output {list(t.shape)}; "
-                         "Grad-CAM needs a 4-D (N, C, h, w) feature map or (N, T, D) tokens on a patch grid")
-    try:
-        return to_maps(t, view)
-    except ValueError as e:
-        raise InputError(f"layer {layer!r}: {e}") from None
+    """A layer tensor as (N, C, h, w) maps: its layout (or token grid) read from the graph."""
+    return feature_maps(t, model, layer, "Grad-CAM")
 
 
 def _finish(model: Model, prep: Any, method: str, cam: np.ndarray, upsampling: str,

@@ -10,7 +10,7 @@ import numpy as np
 from ..model import Model, ModelBase, batch_slices
 from ..errors import InputError
 from ..perturbation.engine import check_batch_size
-from .common import Prepared
+from .common import Prepared, require_model
 
 RELU_RULES = {"gradient": "standard", "guided-backprop": "guided", "deconvnet": "deconv"}
 
@@ -30,7 +30,7 @@ def require_gradients(model: Model, method: str) -> None:
     InputError
         Naming the backend and how to export and deploy a gradient model.
     """
-    if has_gradients(model):
+    if has_gradients(require_model(model)):
         return
     backend = getattr(model, "backend", type(model).__name__)
     raise InputError(

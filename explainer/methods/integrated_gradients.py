@@ -9,6 +9,7 @@ import numpy as np
 
 from ..model import Model, logit_view, scores
 from ..errors import InputError
+from ..validation import check_memory
 from ..explanation import Explanation
 from ..imaging import preprocess
 from ..perturbation.engine import timed_predict
@@ -120,6 +121,7 @@ def integrated_gradients(model: Model, image: Any, target: int | str | None = No
     model = logit_view(model, score)  # a Softmax-ended model: the logits before the Softmax
     num_steps = check_positive_int("num_steps", num_steps)
     tolerance = _tolerance(completeness_tolerance)
+    check_memory(f"integrated-gradients with num_steps={num_steps}", num_steps * 64.0)
     path_points(1, integration)  # checks the rule before any inference
     prep = prepare(model, image, target, score)
     b = baseline_tensor(model, prep.x, baseline)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..model import Model
+from ..model import Model, logit_view
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation import masks
@@ -142,6 +142,7 @@ def occlusion_sensitivity(model: Model, image: Any, target: int | str | None = N
     check_batch_size(mini_batch_size)
     check_incremental(incremental)
     xp = array_module(execution_environment)
+    model = logit_view(model, score)  # a Softmax-ended ONNX model: the logits before the Softmax
     prep = prepare(model, image, target, score)
     shape = prep.x.shape[2:]
     grid = occlusion_grid(shape, mask_size, stride, mask_clipping)

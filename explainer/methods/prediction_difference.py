@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..model import Model
+from ..model import Model, logit_view
 from ..errors import InputError
 from ..explanation import Explanation
 from ..perturbation.engine import check_batch_size
@@ -198,6 +198,7 @@ def prediction_difference(model: Model, image: Any, target: int | str | None = N
     shape = tuple(model.spec.preprocessing.size)
     if k > min(shape):
         raise InputError(f"window_size {k} is larger than the {shape[0]}x{shape[1]} input")
+    model = logit_view(model, score)  # a Softmax-ended ONNX model: the logits before the Softmax
     n_cls = model.spec.num_classes if num_classes == "auto" else _positive("num_classes", num_classes)
     inp = load_input(model, image)
     sampler, l_, counts = _sampler(sampling, data, model, k, patch_size, cache_dir, xp, inp.x, s)

@@ -7,8 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..model import Model
+from ..model import Model, logit_view
 from ..errors import InputError
+from ..validation import check_memory
 from ..explanation import Explanation
 from ..perturbation import masks
 from ..perturbation.adaptive import check_quality, run_adaptive
@@ -138,9 +139,11 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     check_batch_size(mini_batch_size)
     check_quality(quality)
     xp = array_module(execution_environment)
+    model = logit_view(model, score)  # a Softmax-ended ONNX model: the logits before the Softmax
     prep = prepare(model, image, target, score)
     shape = prep.x.shape[2:]
     _check(num_masks, grid_size, keep_probability, seed, shape)
+    check_memory(f"rise with num_masks={num_masks}", num_masks * (grid_size ** 2 * 8.0 + 64))
     fill = _mask_value(mask_value, prep.x)
     plan = rise_plan(shape, int(num_masks), int(grid_size), float(keep_probability), int(seed))
     make = MaskMaker(plan, xp)

@@ -139,7 +139,7 @@ def cache_key(digest: str, preprocessing: Preprocessing, patch_size: int, num_pa
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir() -> Path | None:
     """$EXPLAINER_CACHE_DIR, else the platform's per-user cache folder (:func:`explainer.paths.cache_dir`)."""
     return cache_dir()
 

@@ -202,12 +202,14 @@ class ConditionalSampler:
             files = image_files(folder)
         key = patch_gaussian.cache_key(patch_gaussian.folder_digest(files), preprocessing, patch_size,
                                        num_patches)
-        path = Path(cache_dir or patch_gaussian.default_cache_dir()) / f"patch-gaussian-{key[:32]}.npz"
-        gaussian = patch_gaussian.load(path)
+        folder = cache_dir or patch_gaussian.default_cache_dir()  # None: the cache is off
+        path = None if folder is None else Path(folder) / f"patch-gaussian-{key[:32]}.npz"
+        gaussian = None if path is None else patch_gaussian.load(path)
         if gaussian is None:
             data = np.concatenate([preprocess(read_image(f), preprocessing) for f in files], axis=0)
             gaussian = PatchGaussian.fit(data, patch_size, num_patches=num_patches)
-            patch_gaussian.save(gaussian, path)
+            if path is not None:
+                patch_gaussian.save(gaussian, path)
         return cls(gaussian, window_size, xp=xp)
 
     def _by_class(self, image: Any, y0: Any, x0: Any, z: Any | None) -> Any:

@@ -2,7 +2,7 @@
 
 Run with a Python that has torch (torch is used only here, never by the package or its tests):
 
-    python tests/zoo/make_zoo.py [OUT_DIR]     # default: the folder of this script
+    python tests/zoo/make_zoo.py [OUT_DIR [NAME ...]]    # default: all, into the folder of this script
 
 Every model takes a 3 x 32 x 32 image (NCHW unless named nhwc), outputs 10 class scores
 and weighs well under 1 MB. The weights are random (seeded): the zoo tests graph patterns,
@@ -11,6 +11,8 @@ not accuracy. What each model exercises:
 - vit: patch embedding Conv, class token (Concat), position embedding, pre-norm attention
   blocks (LayerNormalization, batched MatMul, Softmax, erf GELU), class-token select (Gather).
 - vit_dynamo: the same network exported by ``torch.onnx.export(dynamo=True)`` (opset 18).
+- vit_registers: a class token and two register tokens, a head averaging the patch tokens
+  (Slice + ReduceMean over the token axis + Gemm).
 - swin: Swin-style shifted-window attention (roll = Slice + Concat, window partition by
   Reshape/Transpose, relative position bias by Gather), decomposed LayerNorm (opset 14),
   NHWC tokens inside, Transpose + GlobalAveragePool head.
@@ -83,6 +85,21 @@ class ViT(nn.Module):
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
         x = self.norm(self.blocks(x))
         return self.head(x[:, 0])
+
+
+class RegisterViT(ViT):
+    """A ViT with a class token and two register tokens whose head averages the patch tokens."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=24)
+        self.registers = nn.Parameter(torch.randn(1, 2, 24) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos[:, 1:]
+        b = x.shape[0]
+        x = torch.cat([self.cls.expand(b, -1, -1), self.registers.expand(b, -1, -1), x], dim=1)
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 3:].mean(dim=1))
 
 
 class WindowBlock(nn.Module):
@@ -297,16 +314,18 @@ def export(model: nn.Module, path: Path, *, nhwc: bool = False, opset: int = 17,
                           output_names=["scores"], dynamic_axes={"image": axes, "scores": {0: "batch"}})
 
 
-def main(out: Path) -> None:
+def main(out: Path, only: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     jobs = {
-        "vit": (ViT, {}), "vit_dynamo": (ViT, dict(dynamo=True, opset=18)),
+        "vit": (ViT, {}), "vit_dynamo": (ViT, dict(dynamo=True, opset=18)), "vit_registers": (RegisterViT, {}),
         "swin": (Swin, dict(opset=14)), "convnext": (ConvNeXt, {}), "shufflenet": (ShuffleNet, {}),
         "se_silu": (SESiLU, {}), "resnet_dynamo": (ResNet, dict(dynamo=True, opset=18)),
         "nhwc": (NHWCNet, dict(nhwc=True)), "softmax_head": (SoftmaxNet, dict(opset=18)),
         "dynamic_hw": (DynamicHW, dict(dynamic_hw=True)),
     }
     for i, (name, (cls, kwargs)) in enumerate(jobs.items()):
+        if only and name not in only:
+            continue
         torch.manual_seed(i if name != "vit_dynamo" else list(jobs).index("vit"))
         model = randomize(cls())
         path = out / f"{name}.onnx"
@@ -316,4 +335,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent)
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent, sys.argv[2:])

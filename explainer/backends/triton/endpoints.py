@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from ...errors import InputError
+from ...errors import InputError, add_secret
 
 SCHEMES = {"grpc": 8001, "grpcs": 443, "http": 8000, "https": 443}
 
@@ -59,6 +59,8 @@ def parse_endpoints(source: str) -> list[Endpoint]:
 
 def _parse_one(url: str) -> Endpoint:
     parts = urlsplit(url)
+    for secret in (parts.netloc.rpartition("@")[0], parts.query, parts.fragment):
+        add_secret(secret)  # never echoed, whatever message shows the URL
     if parts.scheme not in SCHEMES:
         raise InputError(f"{url}: the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}")
     if "@" in parts.netloc:
@@ -66,9 +68,11 @@ def _parse_one(url: str) -> Endpoint:
     if parts.query or parts.fragment:
         raise InputError(f"{url}: a Triton URL takes no query or fragment")
     try:
-        port = parts.port or SCHEMES[parts.scheme]
+        port = SCHEMES[parts.scheme] if parts.port is None else parts.port
     except ValueError:
-        raise InputError(f"{url}: the port is not a number between 0 and 65535") from None
+        port = 0
+    if not 0 < port < 65536:
+        raise InputError(f"{url}: the port must be a number between 1 and 65535")
     name, _, version = parts.path.strip("/").partition("@")
     if not parts.hostname or not name or "/" in name:
         raise InputError(f"{url}: expected {parts.scheme}://HOST:PORT/MODEL[@VERSION]")
@@ -86,22 +90,35 @@ class Tls:
     client_key: str | None = None
     insecure: bool = False
 
+    def __post_init__(self) -> None:
+        from pathlib import Path
+
+        for name in ("ca_cert", "client_cert", "client_key"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                raise InputError(f"--tls-{name.replace('_', '-')} {value}: no such file")
+
 
 def headers_dict(headers: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
     """Headers from a mapping or "KEY:VALUE" strings (values are never shown in errors)."""
     if headers is None:
         return {}
     items = headers.items() if isinstance(headers, Mapping) else [_split_header(h) for h in headers]
+    items = list(items)
+    for _, v in items:
+        add_secret(v)  # every configured value is redacted from every message, log and JSON
     out = {}
     for k, v in items:
-        if not k or any(c in k for c in " \t\r\n:") or any(c in str(v) for c in "\r\n"):
-            raise InputError("a header must be KEY:VALUE with a plain key and a one-line value")
+        if not k or any(c in k for c in " \t\r\n:") or any(ord(c) < 32 or ord(c) == 127 for c in str(v)):
+            raise InputError("a header must be KEY:VALUE with a plain key and a value without control "
+                             "characters")
         out[str(k).lower()] = str(v)  # gRPC metadata keys must be lower case
     return out
 
 
 def _split_header(text: str) -> tuple[str, str]:
     key, sep, value = str(text).partition(":")
+    add_secret(value if sep else text)
     if not sep:
         raise InputError("a header must be KEY:VALUE")  # never echo it: it may be a token
     return key.strip(), value.strip()

@@ -80,7 +80,9 @@ def explain_served(model: Any, name: str, method: str, image: Any, target: int |
                        backend=f"triton ({model.endpoints[0]}, server-side {name})",
                        model_sha256=rec.get("model_sha256", ""), model_files=rec.get("model_files", {}),
                        timings=timings, pixels=inp.pixels, input=inp.x, source=inp.source, arrays=arrays,
-                       display=rec.get("display", "jet"))
+                       display=rec.get("display", "jet"), preprocessing=rec.get("preprocessing", {}),
+                       crop_box=None if inp.crop_box is None else [round(v, 3) for v in inp.crop_box],
+                       original=inp.original, image_size=None if inp.image_size is None else list(inp.image_size))
 
 
 def _infer(rep: Any, name: str, x: np.ndarray, body: str, headers: Mapping[str, str],

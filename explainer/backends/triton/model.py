@@ -10,12 +10,16 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ...errors import InputError, ModelError
-from ..base import OUTPUT_KINDS, ModelSpec, batch_slices, default_labels, to_layout
+from ..base import OUTPUT_KINDS, ModelSpec, batch_slices, check_batch, default_labels, to_layout
 from ..onnxruntime import _preprocessing
 from .capabilities import TritonCapabilities
 from .client import infer, model_config
 from .endpoints import Tls, headers_dict, parse_endpoints
-from .transport import Replica, ReplicaPool, TritonError, classify, request_step
+from .transport import Replica, ReplicaPool, TritonError, classify, request_deadline, request_step
+from ...validation import number
+
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_CONCURRENCY = 1024
 
 _DTYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16),
            "TYPE_FP64": ("FP64", np.float64)}
@@ -74,10 +78,9 @@ class TritonModel(TritonCapabilities):
             concurrency = 4 * len(self.endpoints)
         if isinstance(concurrency, bool) or not isinstance(concurrency, (int, np.integer)) or concurrency < 1:
             raise InputError(f"concurrency must be a positive integer, got {concurrency!r}")
-        if not timeout or timeout <= 0:
-            raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if not isinstance(retry_seconds, (int, float)) or not 0 <= retry_seconds < float("inf"):
-            raise InputError(f"retry_seconds must be a number of seconds >= 0, got {retry_seconds!r}")
+        number("concurrency", concurrency, low=1, high=MAX_CONCURRENCY, integer=True)
+        timeout = number("timeout (seconds)", timeout, low=0.0, open_low=True, high=MAX_SECONDS)
+        retry_seconds = number("retry_seconds", retry_seconds, low=0.0, high=MAX_SECONDS)
         self._headers = headers_dict(headers)
         self.in_flight = int(concurrency)
         self.timeout = float(timeout)
@@ -118,10 +121,13 @@ class TritonModel(TritonCapabilities):
         e, deadline = rep.endpoint, time.monotonic() + min(wait, self.timeout)
         while True:
             try:
-                client = rep.client()
-                live = client.is_server_live(headers=dict(self._headers))
-                ready = live and client.is_model_ready(e.model, e.version, headers=dict(self._headers))
+                with request_deadline(rep):
+                    client = rep.client()
+                    live = client.is_server_live(headers=dict(self._headers))
+                    ready = live and client.is_model_ready(e.model, e.version, headers=dict(self._headers))
             except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
                 kind, reason = classify(exc)
                 if kind == "fatal":
                     raise TritonError(f"{e}: {reason}") from None
@@ -192,7 +198,7 @@ class TritonModel(TritonCapabilities):
         -------
         outputs : (N, K) float32 ndarray
         """
-        n = batch.shape[0]
+        n = check_batch(batch, self.spec).shape[0]
         data = to_layout(np.asarray(batch, dtype=self._dtype), self.spec.preprocessing.layout)
         step = 1 if self._unbatched and not self.spec.fixed_batch_size else \
             request_step(n, data[:1].nbytes, self.max_batch_size, self.spec.fixed_batch_size)
@@ -252,8 +258,11 @@ def _get_config(rep: Replica, headers: dict[str, str]) -> dict:
 def _model_known(rep: Replica, headers: dict[str, str]) -> bool:
     e = rep.endpoint
     try:
-        rep.client().get_model_metadata(e.model, e.version, headers=dict(headers))
+        with request_deadline(rep):
+            rep.client().get_model_metadata(e.model, e.version, headers=dict(headers))
         return True
     except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         kind, reason = classify(exc)
         return kind != "fatal" or "unknown model" not in reason.lower() and "not found" not in reason.lower()

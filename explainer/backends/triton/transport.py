@@ -68,6 +68,21 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "fatal", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
 
 
+@contextlib.contextmanager
+def request_deadline(rep: "Replica") -> Any:
+    """The whole request ends within ``rep.timeout`` seconds, however the server dribbles its
+    answer: the HTTP client's own timeouts are per socket read, so its calls run under a gevent
+    Timeout (raised where the client waits; ``classify`` calls it "timeout"); gRPC calls carry
+    their own deadline (``client_timeout``)."""
+    if rep.endpoint.protocol != "http":
+        yield
+        return
+    import gevent
+
+    with gevent.Timeout(rep.timeout):
+        yield
+
+
 @dataclass(eq=False)
 class Replica:
     """One endpoint, with a tritonclient per thread (the HTTP client is not thread-safe)."""
@@ -155,7 +170,8 @@ class ReplicaPool:
         while True:
             rep = self._acquire()
             try:
-                result = fn(rep)
+                with request_deadline(rep):
+                    result = fn(rep)
             except BaseException as e:  # gevent's Timeout is a BaseException
                 if isinstance(e, (KeyboardInterrupt, SystemExit)):
                     self._release(rep, "fatal")
@@ -216,6 +232,8 @@ class ReplicaPool:
             elif kind == "down":
                 rep.aside_until = time.monotonic() + self.set_aside
                 rep.generation += 1
+            elif kind == "timeout":
+                rep.generation += 1  # its connection may hold half an answer: fresh clients
             self._cond.notify_all()
 
     def _others_up(self, rep: Replica) -> bool:
@@ -232,8 +250,11 @@ def _model_missing(exc: BaseException) -> bool:
 def _server_ready(rep: Replica) -> bool:
     """Whether the server says it is ready (False while it starts, stops, or cannot be reached)."""
     try:
-        return bool(rep.client().is_server_ready(headers=dict(rep.headers)))
-    except Exception:
+        with request_deadline(rep):
+            return bool(rep.client().is_server_ready(headers=dict(rep.headers)))
+    except BaseException as e:  # gevent's Timeout is a BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
         return False
 
 
