@@ -231,11 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     try:
-        with warnings.catch_warnings(), signals_as_interrupt():  # SIGTERM/SIGHUP end it like Ctrl-C
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
-            COMMANDS[args.command](args)
-            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            with signals_as_interrupt(getattr(args, "run_timeout", None)):  # SIGTERM/SIGHUP end it like Ctrl-C
+                COMMANDS[args.command](args)
+                sys.stdout.flush()  # a closed pipe shows here, not at exit
         return 0
     except BrokenPipeError:  # the reader went away (`explainer inspect | head`): stop quietly
         _silence_stdout()
@@ -247,7 +248,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print("explainer: error: out of memory; use smaller options or a larger machine", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        if hasattr(e, "exit_code"):  # the run's deadline ($EXPLAINER_RUN_TIMEOUT)
+        if hasattr(e, "exit_code"):  # the run's deadline (--run-timeout, $EXPLAINER_RUN_TIMEOUT)
             print(f"explainer: error: {e}", file=sys.stderr)
             return e.exit_code
         signum = getattr(e, "signum", 2)

@@ -18,6 +18,9 @@ def model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     p.add_argument("--max-model-bytes", type=int, default=DEFAULT_MAX_MODEL_BYTES,
                    help="refuse larger model files (default 4 GiB)")
+    p.add_argument("--run-timeout", type=float, metavar="SECONDS",
+                   help="end the whole run after this long, like Ctrl-C: exit 3, no partial output set "
+                        "(default: $EXPLAINER_RUN_TIMEOUT, else none)")
     t = p.add_argument_group("Triton endpoints (--model grpc://HOST:PORT/MODEL[@VERSION], http://, "
                              "grpcs://, https://; several separated by commas)")
     t.add_argument("--concurrency", type=int, help="requests in flight (default 4 per endpoint)")

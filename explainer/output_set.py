@@ -216,8 +216,9 @@ def check_out_dir(out: str | Path, needed_bytes: int = 0) -> Path:
 
 
 @contextlib.contextmanager
-def signals_as_interrupt() -> Iterator[None]:
-    """In the main thread: SIGTERM and SIGHUP raise :class:`Terminated` (a KeyboardInterrupt)."""
+def signals_as_interrupt(run_timeout: float | None = None) -> Iterator[None]:
+    """In the main thread: SIGTERM and SIGHUP raise :class:`Terminated` (a KeyboardInterrupt), and
+    after ``run_timeout`` seconds (default ``$EXPLAINER_RUN_TIMEOUT``) :class:`RunDeadline`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -229,10 +230,13 @@ def signals_as_interrupt() -> Iterator[None]:
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             old[name] = signal.signal(getattr(signal, name), handler)
-    limit = _run_timeout()
+    from .validation import number
+
+    limit = _run_timeout() if run_timeout is None else \
+        number("--run-timeout", float(run_timeout), low=0.0, open_low=True, high=365 * 24 * 3600.0)
     if limit and hasattr(signal, "setitimer"):
         def expired(signum: int, frame: Any) -> None:
-            raise RunDeadline(f"the run did not finish within {limit:g} s (${RUN_TIMEOUT_ENV})")
+            raise RunDeadline(f"the run did not finish within {limit:g} s (--run-timeout / ${RUN_TIMEOUT_ENV})")
 
         old["SIGALRM"] = signal.signal(signal.SIGALRM, expired)
         signal.setitimer(signal.ITIMER_REAL, limit)

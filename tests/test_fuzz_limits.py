@@ -183,3 +183,40 @@ def test_derived_sessions_run_under_the_same_limit(short_limit, tmp_path, layer)
     with pytest.raises(explainer.ModelError, match="did not finish one batch within 2 s"):
         model.activations(bright, ["logits"])
     np.testing.assert_allclose(model.activations(bright / 1e4, [layer])[layer].ravel()[:2], [1.92, 1.92], rtol=1e-5)
+
+
+class _Silent:
+    """A real TCP server that accepts connections and never says a word (a hung gRPC peer)."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock, self.held = socket.socket(), []
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(50)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+
+@pytest.mark.parametrize("timeout", [1.0, 2.0])
+def test_a_silent_grpc_server_cannot_outlast_the_request_timeout(capsys, tmp_path, timeout):
+    """gRPC readiness and config calls carry the request timeout as their deadline (before: gRPC's
+    own 20 s connection timeout, whatever --timeout said)."""
+    server = _Silent()
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
+    t0 = time.perf_counter()
+    code = main(["classify", str(tmp_path / "x.npy"), "--model", f"grpc://127.0.0.1:{server.port}/m",
+                 "--timeout", str(timeout), "--retry-seconds", "1"])
+    elapsed = time.perf_counter() - t0
+    server.sock.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (2, 3) and len(err) == 1 and "timed out" in err[0], err
+    assert elapsed < 3 * timeout + 3, elapsed

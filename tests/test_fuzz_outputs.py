@@ -188,7 +188,15 @@ def test_a_signalled_run_ends_like_ctrl_c(tmp_path, run, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
     assert err.strip().splitlines() == [f"explainer: interrupted{'' if sig == signal.SIGINT else f' ({sig.name})'}"]
-    assert not out.exists() or not [p for p in out.iterdir()]
+    # no temporary file and no partial set: what is left are whole sets of images finished before the signal
+    sets: dict[str, set[str]] = {}
+    for p in out.iterdir() if out.exists() else []:
+        assert not p.name.startswith("."), p
+        sets.setdefault(".".join(p.name.split(".")[:2]), set()).add(p.name)
+    for prefix, names in sets.items():
+        record = json.loads((out / f"{prefix}.json").read_text())
+        assert names == {f"{prefix}.json", *record["output_set"]["files"]}, (names, record["output_set"])
+    assert len(sets) < len(images)  # the signal did stop the run
     assert list(tmp.iterdir()) == []  # no pymp-*, no .ses, nothing
 
 
@@ -244,25 +252,32 @@ def test_labels_symlink_is_not_followed(tmp_path, kind):
         explainer.load_model(model)
 
 
-@pytest.mark.parametrize("limit", ["1.5", pytest.param("3", marks=pytest.mark.slow)])
-def test_the_run_deadline_ends_a_long_run_without_a_partial_set(capsys, monkeypatch, run, tmp_path, limit):
+@pytest.mark.parametrize("limit, by", [("1.5", "env"), ("1.5", "flag"), pytest.param("3", "env", marks=pytest.mark.slow)])
+def test_the_run_deadline_ends_a_long_run_without_a_partial_set(capsys, monkeypatch, run, tmp_path, limit, by):
     d, model, images = run
-    monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", limit)
+    if by == "env":
+        monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", limit)
+    else:
+        monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", "1000")  # the flag wins over the environment
     t0 = time.perf_counter()
     code = main(["explain", *map(str, images), "--model", str(model), "--method", "lime", "--num-samples", "2000000",
-                 "--out", str(tmp_path / "out"), "--quiet"])
+                 "--out", str(tmp_path / "out"), "--quiet", *(["--run-timeout", limit] if by == "flag" else [])])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and err == [f"explainer: error: the run did not finish within {float(limit):g} s "
-                                 "($EXPLAINER_RUN_TIMEOUT)"], err
+                                 "(--run-timeout / $EXPLAINER_RUN_TIMEOUT)"], err
     assert time.perf_counter() - t0 < float(limit) + 8
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
-def test_a_bad_run_deadline_is_exit_2(capsys, monkeypatch, run, value):
-    monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", value)
-    assert main(["classify", str(run[2][0]), "--model", str(run[1])]) == 2
-    assert "EXPLAINER_RUN_TIMEOUT" in capsys.readouterr().err
+@pytest.mark.parametrize("by", ["env", "flag"])
+def test_a_bad_run_deadline_is_exit_2(capsys, monkeypatch, run, value, by):
+    if by == "env":
+        monkeypatch.setenv("EXPLAINER_RUN_TIMEOUT", value)
+    args = ["classify", str(run[2][0]), "--model", str(run[1])] + ([f"--run-timeout={value}"] if by == "flag" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert ("EXPLAINER_RUN_TIMEOUT" if by == "env" else "--run-timeout") in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("kind", ["file", "under_file", "devnull"])

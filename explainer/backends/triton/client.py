@@ -17,18 +17,37 @@ def _grpc(rep: Any) -> bool:
     return rep.endpoint.protocol == "grpc"
 
 
+def _deadline(rep: Any) -> dict[str, float]:
+    """gRPC calls carry their own deadline, the request timeout (``rep.timeout``); HTTP calls
+    get theirs from ``transport.request_deadline`` (the HTTP client's timeouts are per read)."""
+    return {"client_timeout": float(rep.timeout)} if _grpc(rep) else {}
+
+
 def model_config(rep: Any, name: str, headers: dict[str, str], version: str = "") -> dict:
     """The model's configuration as a JSON dict."""
     if _grpc(rep):
-        return rep.client().get_model_config(name, version, headers=dict(headers), as_json=True)["config"]
+        return rep.client().get_model_config(name, version, headers=dict(headers), as_json=True,
+                                             **_deadline(rep))["config"]
     return rep.client().get_model_config(name, version, headers=dict(headers))
 
 
 def repository_index(rep: Any, headers: dict[str, str]) -> list[dict]:
     """The server's model repository index: one dict (name, version, state) per model."""
     if _grpc(rep):
-        return rep.client().get_model_repository_index(headers=dict(headers), as_json=True).get("models", [])
+        return rep.client().get_model_repository_index(headers=dict(headers), as_json=True,
+                                                       **_deadline(rep)).get("models", [])
     return rep.client().get_model_repository_index(headers=dict(headers))
+
+
+def server_ready(rep: Any, headers: dict[str, str], *, live: bool = False) -> bool:
+    """Whether the server is ready (``live``: only alive), within the request's deadline."""
+    call = rep.client().is_server_live if live else rep.client().is_server_ready
+    return bool(call(headers=dict(headers), **_deadline(rep)))
+
+
+def model_ready(rep: Any, name: str, headers: dict[str, str], version: str = "") -> bool:
+    """Whether model ``name`` (``version``) is loaded and ready, within the request's deadline."""
+    return bool(rep.client().is_model_ready(name, version, headers=dict(headers), **_deadline(rep)))
 
 
 def infer(rep: Any, model_name: str, feeds: Sequence[tuple[str, str, np.ndarray]], outputs: Sequence[str],

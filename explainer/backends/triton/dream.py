@@ -19,6 +19,7 @@ import numpy as np
 from ...errors import InputError
 from ...graph.outputs import MEANS_OUTPUT
 from .gradients import GRAD_OUTPUT, WEIGHTS, Deployed, _config, _headers, _parse, request
+from .client import model_ready
 from .naming import dream_model_name
 
 
@@ -43,7 +44,7 @@ def deployed_dream(model: Any, layer: str) -> tuple[Deployed, int]:
     cache = model.__dict__.setdefault("_dream_models", {})
     if layer not in cache:
         name = dream_model_name(model.endpoints[0].model, layer)
-        if not model.pool.call(lambda rep: rep.client().is_model_ready(name, headers=_headers(model))):
+        if not model.pool.call(lambda rep: model_ready(rep, name, _headers(model))):
             raise _missing(model, name, layer)
         config = _config(model, name)
         found = _parse(name, config)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ...errors import InputError
 from ..base import batch_slices, to_layout
-from .client import infer, model_config, repository_index
+from .client import infer, model_config, model_ready, repository_index
 from .naming import gradient_model_name
 from .transport import request_step
 
@@ -100,7 +100,7 @@ def deployed(model: Any, layer: str | None, relu: str) -> Deployed:
     key = (layer, relu)
     if key not in cache:
         name = getattr(model, "gradient_model", None) or gradient_model_name(model.endpoints[0].model, layer, relu)
-        ready = model.pool.call(lambda rep: rep.client().is_model_ready(name, headers=_headers(model)))
+        ready = model.pool.call(lambda rep: model_ready(rep, name, _headers(model)))
         if not ready and layer is not None and not getattr(model, "gradient_model", None):
             # the layer named by its tensor instead of its node (or the other way round)
             name = next((m for m, d in _layer_models(model, relu) if layer in (d.layer, d.wrt)), name)

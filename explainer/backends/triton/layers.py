@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import InputError
 from ..base import batch_slices, to_layout
-from .client import infer
+from .client import infer, model_ready
 from .gradients import _config, _headers
 from .naming import layers_model_name
 from .transport import request_step
@@ -92,7 +92,7 @@ def deployed_layers(model: Any, layers: Sequence[str]) -> DeployedLayers:
     found = model.__dict__.get("_layers_deployed")
     if found is None:
         name = getattr(model, "layers_model", None) or layers_model_name(model.endpoints[0].model)
-        ready = model.pool.call(lambda rep: rep.client().is_model_ready(name, headers=_headers(model)))
+        ready = model.pool.call(lambda rep: model_ready(rep, name, _headers(model)))
         if not ready:
             raise _missing(model, name, layers)
         found = model.__dict__["_layers_deployed"] = _parse(model, name, _config(model, name))

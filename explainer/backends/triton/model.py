@@ -13,7 +13,7 @@ from ...errors import InputError, ModelError
 from ..base import OUTPUT_KINDS, ModelSpec, batch_slices, check_batch, default_labels, to_layout
 from ..onnxruntime import _preprocessing
 from .capabilities import TritonCapabilities
-from .client import infer, model_config
+from .client import infer, model_config, model_ready, server_ready
 from .endpoints import Tls, headers_dict, parse_endpoints
 from .transport import Replica, ReplicaPool, TritonError, classify, request_deadline, request_step
 from ...validation import number
@@ -122,9 +122,8 @@ class TritonModel(TritonCapabilities):
         while True:
             try:
                 with request_deadline(rep):
-                    client = rep.client()
-                    live = client.is_server_live(headers=dict(self._headers))
-                    ready = live and client.is_model_ready(e.model, e.version, headers=dict(self._headers))
+                    live = server_ready(rep, self._headers, live=True)
+                    ready = live and model_ready(rep, e.model, self._headers, e.version)
             except BaseException as exc:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise

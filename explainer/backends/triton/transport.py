@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
 from ...errors import ExplainerError, InputError, ServerError
+from .client import server_ready
 from .endpoints import Endpoint, Tls
 
 T = TypeVar("T")
@@ -251,7 +252,7 @@ def _server_ready(rep: Replica) -> bool:
     """Whether the server says it is ready (False while it starts, stops, or cannot be reached)."""
     try:
         with request_deadline(rep):
-            return bool(rep.client().is_server_ready(headers=dict(rep.headers)))
+            return server_ready(rep, rep.headers)
     except BaseException as e:  # gevent's Timeout is a BaseException
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
