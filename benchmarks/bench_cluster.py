@@ -18,7 +18,7 @@ in this process too. Measured, rounds alternating so that all see the same backg
   one thread, in-process.
 
 Workloads: ``shortcut`` (models/shortcut/testset, 48 images 64x64, occlusion defaults:
-tiny tasks, the overhead shows) and ``lite0`` (the 3 bundled 224x224 examples twice,
+tiny tasks, the overhead shows; once one image per task, once 8 per task as ``--chunk 8``) and ``lite0`` (the 3 bundled 224x224 examples twice,
 occlusion defaults: tasks of about a second, the compute shows). Prints a markdown
 section and writes it into benchmarks/RESULTS.md (``--no-write``: print only).
 """
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import explainer  # noqa: E402
 from explainer.cluster.commands import image_task  # noqa: E402
 from explainer.cluster.connect import connect, run_tasks  # noqa: E402
-from explainer.cluster.worker import audit_task, explain_task  # noqa: E402
+from explainer.cluster.worker import audit_task, chunk_task, explain_task  # noqa: E402
 
 SECTION = "## Cluster runs (Dask LocalCluster, CPU, issue 19)"
 
@@ -53,11 +53,13 @@ def _noop(i: int) -> int:
     return i
 
 
-def _workloads() -> dict[str, tuple[str, list[Path]]]:
+def _workloads() -> dict[str, tuple[str, list[Path], int]]:
+    """name -> (model, images, images per task)."""
     shortcut = sorted((ROOT / "models/shortcut/testset").rglob("*.png"))
     lite0 = sorted((ROOT / "models/efficientnet_lite0/examples").glob("*.png")) * 2
-    return {"shortcut": (str(ROOT / "models/shortcut/model.onnx"), shortcut),
-            "lite0": (str(ROOT / "models/efficientnet_lite0/model.onnx"), lite0)}
+    return {"shortcut": (str(ROOT / "models/shortcut/model.onnx"), shortcut, 1),
+            "shortcut --chunk 8": (str(ROOT / "models/shortcut/model.onnx"), shortcut, 8),
+            "lite0": (str(ROOT / "models/efficientnet_lite0/model.onnx"), lite0, 1)}
 
 
 def _in_process(model: Any, images: list[Path]) -> tuple[float, float]:
@@ -68,11 +70,11 @@ def _in_process(model: Any, images: list[Path]) -> tuple[float, float]:
     return (time.perf_counter() - t0) / len(images), (time.process_time() - c0) / len(images)
 
 
-def _on_cluster(cluster: Any, model: Any, images: list[Path]) -> tuple[float, float, float]:
+def _on_cluster(cluster: Any, model: Any, images: list[Path], chunk: int = 1) -> tuple[float, float, float]:
     """Wall seconds of the run; CPU seconds per image of the workers and of this process
     (the client and, for a LocalCluster, the scheduler)."""
-    tasks = [(explain_task, (model.describe(), model.spec.sha256, "occlusion", {}, "off", None, image_task(p)))
-             for p in images]
+    calls = [(model.describe(), model.spec.sha256, "occlusion", {}, "off", None, image_task(p)) for p in images]
+    tasks = [(chunk_task, (explain_task, calls[i:i + chunk])) for i in range(0, len(calls), chunk)]
     w0, c0 = cluster.client.run(time.process_time), time.process_time()
     t0 = time.perf_counter()
     run_tasks(cluster, tasks, len(tasks), lambda i, r: None)
@@ -136,7 +138,7 @@ def measure(rounds: int) -> str:
     load0 = os.getloadavg()
     start = _dt.datetime.now(_dt.timezone.utc)
     work = _workloads()
-    models = {k: explainer.load_model(m) for k, (m, _) in work.items()}
+    models = {k: explainer.load_model(m) for k, (m, _, _) in work.items()}
     inproc: dict[str, list[tuple[float, float]]] = {k: [] for k in work}
     wall: dict[tuple[str, int], list[tuple[float, float, float]]] = {(k, n): [] for k in work for n in (1, 2)}
     t0 = time.perf_counter()
@@ -144,25 +146,27 @@ def measure(rounds: int) -> str:
         clusters = {1: one, 2: two}
         for n, c in clusters.items():
             c.client.wait_for_workers(n, timeout=120)
-            for k, (_, images) in work.items():  # warm-up: every worker builds both models
-                _on_cluster(c, models[k], images[:2 * n])
+            for k, (_, images, chunk) in work.items():  # warm-up: every worker builds both models
+                _on_cluster(c, models[k], images[:2 * n], chunk)
         started = time.perf_counter() - t0
         for _ in range(rounds):
-            for k, (_, images) in work.items():
+            for k, (_, images, chunk) in work.items():
                 inproc[k].append(_in_process(models[k], images))
                 for n, c in clusters.items():
-                    wall[(k, n)].append(_on_cluster(c, models[k], images))
+                    wall[(k, n)].append(_on_cluster(c, models[k], images, chunk))
         noop = _noop_cost(one)
     costs = _per_image_costs()
+    ig = explainer.integrated_gradients(models["lite0"], ROOT / "models/efficientnet_lite0/examples/coffee.png")
     load1 = os.getloadavg()
-    return _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, started)
+    return _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, started,
+                   ig.params.get("num_steps_used"))
 
 
 def _med(rows: list[tuple[float, ...]], j: int) -> float:
     return statistics.median(r[j] for r in rows)
 
 
-def _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, started) -> str:
+def _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, started, ig_steps) -> str:
     import distributed
     import onnxruntime
 
@@ -180,7 +184,7 @@ def _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, starte
              "wall speed-up 2 vs 1 | CPU per image on the cluster, workers + client (s) | "
              "CPU overhead per task (ms) | 2 workers on 2 free cores, from CPU time |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for k, (_, images) in work.items():
+    for k, (_, images, _) in work.items():
         n = len(images)
         t, cpu = _med(inproc[k], 0), _med(inproc[k], 1)
         w1, w2 = _med(wall[(k, 1)], 0), _med(wall[(k, 2)], 0)
@@ -200,7 +204,8 @@ def _report(work, inproc, wall, noop, costs, start, load0, load1, rounds, starte
               f"{started:.1f} s.", "",
               "Per-image cost, bundled EfficientNet-Lite0 224x224, coffee.png, one thread, in-process, "
               "median of 3 (for docs/cluster.md; audit = the method + deletion and insertion curves of "
-              "32 steps), wall / CPU seconds:", "", "| per image | wall s | CPU s |", "|---|---:|---:|"]
+              f"32 steps; integrated gradients with its defaults, which chose {ig_steps} steps here), "
+              "wall / CPU seconds:", "", "| per image | wall s | CPU s |", "|---|---:|---:|"]
     lines += [f"| {k} | {w:.2f} | {c:.2f} |" for k, (w, c) in costs.items()] + [""]
     lite0 = wall[("lite0", 1)] + wall[("lite0", 2)]
     lite0_overhead = _med(lite0, 1) + _med(lite0, 2) - _med(inproc["lite0"], 1)

@@ -81,7 +81,7 @@ def test_explain_on_cluster_equals_single_process_and_resumes(cluster, tmp_path,
         first = {p.name: p.stat().st_mtime_ns for p in spread.iterdir()}
         capsys.readouterr()
         assert main([*base[:-1], *images, "--method", method, "--out", str(spread), "--json", "--resume",
-                     "--scheduler", cluster.address]) == 0
+                     "--scheduler", cluster.address, "--chunk", "2"]) == 0  # 5 images: tasks of 2, 2, 1
         printed = capsys.readouterr()
         summary = json.loads(printed.out)
         assert printed.err == f"Dask dashboard: {cluster.dashboard or cluster.client.dashboard_link}\n"
@@ -108,7 +108,7 @@ def test_audit_on_two_workers_equals_single_process(per_class, tmp_path, monkeyp
         work = _subset(tmp_path / "work", per_class)
         testset, masks, steps = work / "testset", work / "masks", ["--steps", "8"]
     runs = {}
-    for name, extra in (("single", []), ("cluster", ["--workers", "2"])):
+    for name, extra in (("single", []), ("cluster", ["--workers", "2", "--chunk", "3"])):
         runs[name] = tmp_path / name
         assert main(["audit", str(testset), "--model", MODEL, "--out", str(runs[name]), *steps,
                      "--masks", str(masks), "--quiet", *extra]) == 0
@@ -206,7 +206,8 @@ def test_bad_cluster_options_are_one_line(tmp_path, capsys):
     image = str(next((SHORTCUT / "testset").rglob("*.png")))
     for extra, words in ((["--workers", "0"], "--workers must be a positive integer"),
                          (["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "at most one of"),
-                         (["--scheduler", "127.0.0.1:8786"], "tcp://HOST:8786")):
+                         (["--scheduler", "127.0.0.1:8786"], "tcp://HOST:8786"),
+                         (["--workers", "2", "--chunk", "0"], "--chunk: expected a positive integer")):
         for cmd in (["explain", image, "--method", "occlusion"], ["audit", str(SHORTCUT / "testset")]):
             assert main([*cmd, "--model", MODEL, "--out", str(tmp_path / "o"), *extra]) == 2
             err = capsys.readouterr().err

@@ -12,7 +12,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from ..methods.common import load_input
 from ..console import shown
 from ..model import Model
 from .connect import MAX_TASK_BYTES, Cluster, check_options, connect, run_tasks
-from .worker import ImageTask, audit_settings, audit_task, explain_task
+from .worker import ImageTask, audit_settings, audit_task, chunk_task, explain_task
 
 if TYPE_CHECKING:
     from ..audit.records import Audit
@@ -35,6 +36,14 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="run the images on a local Dask cluster of N worker processes (one thread each)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the images on an existing Dask cluster, e.g. tcp://HOST:8786")
+    g.add_argument("--chunk", type=_positive, default=1, metavar="K",
+                   help="images per task (default 1; more for small images, whose tasks cost little)")
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def requested(args: argparse.Namespace) -> bool:
@@ -58,6 +67,26 @@ def image_task(path: str | Path) -> ImageTask:
     """The task payload of one image file: its bytes, size-checked."""
     check_size(path)
     return ImageTask(str(path), Path(path).read_bytes())
+
+
+def _run(args: argparse.Namespace, tasks: Iterable[tuple[Any, tuple]], n: int,
+         done: Callable[[int, Any], None], progress: bool, hint: str) -> None:
+    """Connect, and run the ``n`` image tasks ``--chunk`` at a time; ``done(i, result)`` per image."""
+    k = getattr(args, "chunk", 1) or 1
+    source = iter(tasks)
+
+    def chunks() -> Iterator[tuple[Any, tuple]]:
+        while batch := list(islice(source, k)):
+            yield chunk_task, (batch[0][0], [call for _, call in batch])
+
+    def done_chunk(j: int, results: list[Any]) -> int:
+        for m, result in enumerate(results):
+            done(j * k + m, result)
+        return len(results)
+
+    with connect(args.workers, args.scheduler) as cluster:
+        _announce(cluster, args.quiet)
+        run_tasks(cluster, chunks(), -(-n // k), done_chunk, progress=progress, hint=hint, images=n)
 
 
 def _announce(cluster: Cluster, quiet: bool) -> None:
@@ -96,10 +125,8 @@ def explain(args: argparse.Namespace, model: Model, info: Any, options: dict[str
                   + ", ".join(shown(f) for f in written))
 
     if todo:
-        with connect(args.workers, args.scheduler) as cluster:
-            _announce(cluster, args.quiet)
-            run_tasks(cluster, tasks, len(todo), save, progress=progress,
-                      hint="the images written are complete; rerun with --resume to do the rest")
+        _run(args, tasks, len(todo), save, progress,
+             "the images written are complete; rerun with --resume to do the rest")
     if not args.json and not args.quiet and skipped:
         print(f"{skipped} image(s) already explained in {shown(args.out)}: skipped (--resume)")
     if args.json:
@@ -130,16 +157,14 @@ def audit_prefill(args: argparse.Namespace, progress: bool) -> "Prefill | None":
                  for i in order)
         stored = [0]
 
-        def store(j: int, results: dict[str, Any]) -> None:
+        def store(j: int, results: dict[str, Any]) -> None:  # j: the j-th image of ``order``
             for name, r in results.items():
                 store_cached(*_with(missing[order[j]][name], r))
                 stored[0] += 1
 
         if order:
-            with connect(args.workers, args.scheduler) as cluster:
-                _announce(cluster, args.quiet)
-                run_tasks(cluster, tasks, len(order), store, progress=progress,
-                          hint="the results computed are kept in OUT/cache; rerun to do the rest")
+            _run(args, tasks, len(order), store, progress, "the results computed are kept in OUT/cache; rerun "
+                 "to do the rest")
         return stored[0]
 
     return prefill

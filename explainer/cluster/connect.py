@@ -101,14 +101,16 @@ def connect(workers: int | None = None, scheduler: str | None = None) -> Iterato
 
 
 def run_tasks(cluster: Cluster, tasks: Iterable[tuple[Callable[..., Any], tuple]], total: int,
-              done: Callable[[int, Any], None], *, progress: bool = False, hint: str = "") -> None:
+              done: Callable[[int, Any], int | None], *, progress: bool = False, hint: str = "",
+              images: int | None = None) -> None:
     """Run ``fn(*args)`` for each of the ``total`` tasks; ``done(i, result)`` as each completes.
 
     ``tasks`` is consumed lazily: at most a window of tasks (4 per worker thread, at least
     32) exists at a time, in the client and in the scheduler, however long the run. A
     worker lost mid-run has its tasks rerun elsewhere by Dask (a task that kills
     ``distributed.scheduler.allowed-failures`` + 1 workers fails the run). One progress bar
-    over the tasks (images).
+    over the ``images`` (default: one per task); ``done`` returns how many images its task
+    held (None: one).
     """
     from distributed import as_completed
 
@@ -123,25 +125,25 @@ def run_tasks(cluster: Cluster, tasks: Iterable[tuple[Callable[..., Any], tuple]
 
     pending = {f for f in (submit_next() for _ in range(min(window, total))) if f is not None}
     queue = as_completed(pending)
-    finished = 0
-    with tqdm(total=total, desc="images", unit="image", disable=not progress) as bar:
+    finished, images = 0, total if images is None else images
+    with tqdm(total=images, desc="images", unit="image", disable=not progress) as bar:
         try:
             for future in queue:
                 i = int(str(future.key).rsplit("-", 1)[1])
-                result = _result(future, cluster.address, finished, total, hint)
+                result = _result(future, cluster.address, finished, images, hint)
                 pending.discard(future)
                 future.release()
                 following = submit_next()
                 if following is not None:
                     pending.add(following)
                     queue.add(following)
-                done(i, result)
-                finished += 1
-                bar.update()
+                count = done(i, result)
+                finished += 1 if count is None else count
+                bar.update(1 if count is None else count)
         except ExplainerError:
             raise
         except (OSError, TimeoutError) as e:
-            raise _gone(cluster.address, finished, total, hint, str(e)) from None
+            raise _gone(cluster.address, finished, images, hint, str(e)) from None
         finally:
             with contextlib.suppress(Exception):
                 client.cancel(list(pending))

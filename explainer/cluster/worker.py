@@ -14,7 +14,7 @@ import os
 import threading
 from dataclasses import replace, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -97,6 +97,11 @@ def explain_task(description: dict[str, Any], sha256: str, method: str, options:
     run = explainer_for(model, info, options, server_side)
     image = image_input(model, task) if task is not None else None
     return run(image, target, progress=False), worker_name()
+
+
+def chunk_task(fn: Callable[..., Any], calls: list[tuple]) -> list[Any]:
+    """``[fn(*args) for args in calls]``: several images in one task (``--chunk``)."""
+    return [fn(*args) for args in calls]
 
 
 def audit_settings(a: Any) -> dict[str, Any]:
