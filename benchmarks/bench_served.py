@@ -152,9 +152,12 @@ def _report(rows: dict, rates: list[float], load0, load1, rounds: int) -> str:
              "(nvidia-pytriton's tritonserver, python-backend wrapper running ONNX Runtime) on 127.0.0.1; "
              f"EfficientNet-Lite0, coffee.png; M_explain exported with the defaults (1 instance, 2 BLS requests in "
              f"flight). Links: direct (loopback), or a pacing proxy (benchmarks/throttle.py) at 1 Gbit/s and 100 "
-             f"Mbit/s each way. Load average at start {load0[0]:.1f} and end {load1[0]:.1f}: **the machine was "
-             "loaded by other work** (several engineers' test suites on 2 cores), so absolute times are inflated; "
-             "each client-side/server-side pair ran back to back with R measured just before it. "
+             f"Mbit/s each way. Load average at start {load0[0]:.1f} and end {load1[0]:.1f}"
+             + (": **the machine was loaded by other work**, so absolute times are inflated; "
+                if max(load0[0], load1[0]) > 3 else " (a quiet machine); ")
+             + "each client-side/server-side pair ran back to back with R measured just before it. "
+             "R comes from batches of 128 sent by 2 clients at once; the explainer's BLS requests are smaller "
+             "parts, which this CPU runs faster per image, so an efficiency above 1 means at the peak. "
              f"Medians over {rounds} rounds. Reproduce: `.venv/bin/python benchmarks/bench_served.py`.", "",
              f"R (in-server peak, images per second of the model's compute time, batches of 128): "
              f"{', '.join(f'{r:.0f}' for r in rates)}.", "",
