@@ -124,15 +124,14 @@ def test_npy_headers_that_claim_more_than_the_file_holds_are_refused(capsys, tmp
     assert code == 2 and len(err) == 1 and "header claims" in err[0], err
 
 
-class _Dribbler:
-    """A real TCP server that answers every HTTP request with headers, then one byte every ``gap`` s
-    (or, with ``gap=None``, nothing at all after the headers)."""
+class _TcpServer:
+    """A real TCP server on 127.0.0.1 that hands every connection to ``_answer`` in a thread."""
 
-    def __init__(self, gap):
+    def __init__(self):
         import socket
         import threading
 
-        self.gap, self.sock = gap, socket.socket()
+        self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(50)
         self.port = self.sock.getsockname()[1]
@@ -147,6 +146,18 @@ class _Dribbler:
             except OSError:
                 return
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        raise NotImplementedError
+
+
+class _Dribbler(_TcpServer):
+    """Answers every HTTP request with headers, then one byte every ``gap`` s (or, with
+    ``gap=None``, nothing at all after the headers)."""
+
+    def __init__(self, gap):
+        self.gap = gap
+        super().__init__()
 
     def _answer(self, conn):
         try:
@@ -185,25 +196,11 @@ def test_derived_sessions_run_under_the_same_limit(short_limit, tmp_path, layer)
     np.testing.assert_allclose(model.activations(bright / 1e4, [layer])[layer].ravel()[:2], [1.92, 1.92], rtol=1e-5)
 
 
-class _Silent:
-    """A real TCP server that accepts connections and never says a word (a hung gRPC peer)."""
+class _Silent(_TcpServer):
+    """Accepts connections and never says a word (a hung gRPC peer)."""
 
-    def __init__(self):
-        import socket
-        import threading
-
-        self.sock, self.held = socket.socket(), []
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(50)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                self.held.append(self.sock.accept()[0])
-            except OSError:
-                return
+    def _answer(self, conn):
+        time.sleep(3600)
 
 
 @pytest.mark.parametrize("timeout", [1.0, 2.0])
