@@ -251,16 +251,9 @@ def signals_as_interrupt(run_timeout: float | None = None) -> Iterator[None]:
 
 def _run_timeout() -> float | None:
     """$EXPLAINER_RUN_TIMEOUT in seconds (None when unset): a deadline for the whole run."""
-    from .validation import number
+    from .validation import env_seconds
 
-    text = os.environ.get(RUN_TIMEOUT_ENV, "").strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    return number(f"${RUN_TIMEOUT_ENV}", value, low=0.0, open_low=True, high=365 * 24 * 3600.0)
+    return env_seconds(RUN_TIMEOUT_ENV, None, 365 * 24 * 3600.0)
 
 
 def explain_settings(model: Any, method: str, options: Mapping[str, Any], target: Any, source: Any,

@@ -63,6 +63,21 @@ def _span(low: float | None, high: float | None, open_low: bool) -> str:
     return f" in {'(' if open_low else '['}{low:g}, {high:g}]"
 
 
+def env_seconds(variable: str, default: float | None, high: float) -> float | None:
+    """Seconds from environment variable ``variable`` (``default`` when unset or empty): a
+    number in (0, ``high``], else InputError naming the variable."""
+    import os
+
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    return number(f"${variable}", value, low=0.0, open_low=True, high=high)
+
+
 def numbers(name: str, values: Any, **limits: Any) -> tuple[float, ...]:
     """:func:`number` for each of a sequence of values."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import resource
 import signal
 import sys
@@ -30,16 +29,9 @@ TIMEOUT_ENV = "EXPLAINER_MODEL_TIMEOUT"
 def model_timeout() -> float:
     """Seconds one model call may take (the probe, every in-process run): $EXPLAINER_MODEL_TIMEOUT,
     default 300."""
-    from ..validation import number
+    from ..validation import env_seconds
 
-    text = os.environ.get(TIMEOUT_ENV, "")
-    if not text:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    return number(f"${TIMEOUT_ENV}", value, low=0.0, open_low=True, high=7 * 24 * 3600.0)
+    return float(env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, 7 * 24 * 3600.0))
 
 
 def run_with_deadline(session: Any, outputs: list[str] | None, feed: dict[str, Any], what: str) -> list[Any]:
