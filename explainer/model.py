@@ -150,6 +150,11 @@ class Model(Protocol):
         empty for a model run in-process."""
         ...
 
+    def logits_tensor(self) -> str | None:
+        """The tensor holding the logits of a model whose output is a final Softmax (None when
+        there is none, or the backend cannot see its graph)."""
+        ...
+
 
 class ModelBase:
     """Defaults for every capability beyond ``predict``: each raises :class:`CapabilityError`."""
@@ -205,6 +210,9 @@ class ModelBase:
 
     def deployed(self) -> list[dict[str, Any]]:
         return []
+
+    def logits_tensor(self) -> str | None:
+        return None
 
 
 GradientModel = Model  # the protocol is closed: every Model has gradients (or says it lacks them)

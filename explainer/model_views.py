@@ -44,6 +44,5 @@ def logit_view(model: Any, score: str) -> Any:
     """``model``, or for score "logit" on a model ending in Softmax whose logits it can give, its LogitView."""
     if score != "logit" or model.spec.output_kind != "probabilities":
         return model
-    find = getattr(model, "logits_tensor", None)
-    tensor = find() if callable(find) else None
+    tensor = model.logits_tensor()
     return LogitView(model, tensor) if tensor else model

@@ -92,8 +92,7 @@ def cam_score(model: Model, score: str) -> str:
     """The score CAM-type methods explain: "auto" is the logit, or the probability for a model
     that outputs probabilities and whose logits it cannot give (``logits_tensor``)."""
     if score == "auto":
-        find = getattr(model, "logits_tensor", None)
-        has_logits = model.spec.output_kind == "logits" or (callable(find) and find() is not None)
+        has_logits = model.spec.output_kind == "logits" or model.logits_tensor() is not None
         return "logit" if has_logits else "probability"
     if score not in ("logit", "probability"):
         raise InputError(f"score must be 'auto', 'logit' or 'probability', got {score!r}")
