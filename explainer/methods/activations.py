@@ -12,7 +12,7 @@ from scipy import ndimage
 from ..model import Model
 from ..errors import InputError
 from ..explanation import Explanation
-from ..graph.features import FeatureView, to_maps
+from ..graph.features import to_maps
 from . import MethodInfo, Option
 from .common import explanation, prepare
 from ..visualization.tiles import channel_tile
@@ -65,8 +65,7 @@ def feature_maps(t: np.ndarray, model: Model, layer: str, who: str) -> np.ndarra
 
     A model without a graph (a served one) gives 4-D tensors in its input's layout.
     """
-    view_of = getattr(model, "feature_view", None)
-    view = view_of(layer) if callable(view_of) else FeatureView(layer, model.spec.preprocessing.layout)
+    view = model.feature_view(layer)
     if view.layout != "tokens" and t.ndim != 4:
         raise InputError(f"layer {layer!r} has a {t.ndim}-D output {list(t.shape)}; {who} needs a 4-D "
                          "(N, C, h, w) feature map or (N, T, D) tokens on a patch grid")

@@ -82,9 +82,9 @@ def grad_cam(model: Model, image: Any, target: int | str | None = None, *, featu
     alpha = g.mean(axis=(1, 2))
     cam = np.maximum(np.tensordot(alpha, a, axes=1), 0.0)
     params = dict(feature_layer=layer, score=score, channels=int(a.shape[0]))
-    view = getattr(model, "feature_view", None)
-    if callable(view) and view(layer).layout == "tokens":
-        params.update(token_grid=list(view(layer).grid or ()), prefix_tokens=view(layer).prefix)
+    view = model.feature_view(layer)
+    if view.layout == "tokens":
+        params.update(token_grid=list(view.grid or ()), prefix_tokens=view.prefix)
     return _finish(model, prep, "grad-cam", cam, output_upsampling, params)
 
 
