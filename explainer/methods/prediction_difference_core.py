@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from ..model import Model, scores
-from ..errors import InputError
 from ..perturbation import masks
 from ..perturbation.engine import RunStats, stream
 from ..perturbation.sampling import fill_windows, window_starts
@@ -178,7 +177,4 @@ def hidden_unit_model(model: Model, layer: str) -> Model:
     Unit ``c`` is then output (class) ``c``; the backend builds it (ONNX Runtime: graph
     surgery by :func:`explainer.graph.outputs.layer_means_model`, same device and preprocessing).
     """
-    make = getattr(model, "hidden_unit_model", None)
-    if make is None:
-        raise InputError("layer= needs a model run in-process by ONNX Runtime (an .onnx file)")
-    return make(layer)
+    return model.hidden_unit_model(layer)  # ModelBase: CapabilityError naming the fix
