@@ -1,4 +1,5 @@
-"""Flags shared by several methods: --incremental (occlusion, prediction difference), --quality (RISE, LIME)."""
+"""Flags shared by several methods: --incremental (occlusion, prediction difference), --quality and
+--design (RISE, LIME)."""
 
 from __future__ import annotations
 
@@ -30,5 +31,12 @@ INCREMENTAL_OPTION = Option("--incremental", "incremental", dict(
 
 QUALITY_OPTION = Option("--quality", "quality", dict(
     choices=["fast", "balanced", "best"],
-    help="best (default): every mask/sample; balanced / fast: stop early once two halves of the "
-         "samples give maps with Spearman rho >= 0.95 / 0.90 (--num-masks / --num-samples is the cap)"))
+    help="best (default): every mask/sample; balanced / fast: stop early once the map's agreement "
+         "with the full-budget map, predicted from two halves of the samples, reaches Spearman "
+         "0.95 / 0.90 (--num-masks / --num-samples is the cap)"))
+
+DESIGN_OPTION = Option("--design", "design", dict(
+    choices=["auto", "orthogonal", "independent"],
+    help="how random on/off samples are drawn: orthogonal (balanced blocks, each sample distributed "
+         "as an independent one; RISE needs --keep-probability 0.5), independent (the papers'); "
+         "auto: orthogonal where it applies"))
