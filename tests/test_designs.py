@@ -9,7 +9,7 @@ import pytest
 import explainer
 from explainer.errors import InputError
 from explainer.methods.rise import rise, rise_masks, rise_plan
-from explainer.perturbation.designs import binary, block_size, orthogonal
+from explainer.perturbation.designs import binary, block_size, hadamard_columns, orthogonal
 from tiny import linear_classifier
 
 
@@ -29,6 +29,14 @@ def test_blocks_are_balanced_pairs_and_singles(entries):
         together = blk.T @ blk
         off = ~np.eye(entries, dtype=bool)
         assert (together[off] == b // 4).all()  # every pair on together in a quarter
+
+
+@pytest.mark.parametrize("b", [4, 64, 256])
+def test_columns_are_scipys_hadamard_matrix(b):
+    from scipy.linalg import hadamard
+
+    cols = np.random.default_rng(b).permutation(b)[:min(b, 40)]
+    np.testing.assert_array_equal(hadamard_columns(b, cols), hadamard(b)[:, cols] > 0)
 
 
 def test_rows_are_uniform_like_independent_draws():
@@ -96,3 +104,4 @@ def test_design_option_is_checked(tmp_path, rng):
         rise(model, x, 1, num_masks=8, grid_size=2, design="sobol")
     e = rise(model, x, 1, num_masks=8, grid_size=2, keep_probability=0.3)
     assert e.params["design"] == "independent"
+

@@ -13,7 +13,7 @@ from ..validation import check_memory
 from ..explanation import Explanation
 from ..perturbation import masks
 from ..perturbation.adaptive import check_quality, run_adaptive
-from ..perturbation.designs import DESIGNS, binary, block_size
+from ..perturbation.designs import binary, block_size, check_design
 from ..perturbation.engine import check_batch_size, perturb
 from ..xp import array_module, to_numpy
 from . import MethodInfo, Option
@@ -204,9 +204,7 @@ def _design(design: str, keep_probability: float) -> str:
     """Resolve the ``design`` option: "auto" -> "orthogonal" when p = 1/2."""
     if design == "auto":
         return "orthogonal" if keep_probability == 0.5 else "independent"
-    if design not in DESIGNS:
-        raise InputError(f"design must be 'auto' or one of {DESIGNS}, got {design!r}")
-    if design == "orthogonal" and keep_probability != 0.5:
+    if check_design(design) == "orthogonal" and keep_probability != 0.5:
         raise InputError(f"design 'orthogonal' needs keep_probability 0.5, got {keep_probability!r}")
     return design
 

@@ -1,5 +1,5 @@
-"""Flags shared by several methods: --incremental (occlusion, prediction difference), --quality and
---design (RISE, LIME)."""
+"""Flags shared by several methods: --incremental (occlusion, prediction difference), --quality (RISE,
+LIME), --design (RISE)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,6 @@ QUALITY_OPTION = Option("--quality", "quality", dict(
 
 DESIGN_OPTION = Option("--design", "design", dict(
     choices=["auto", "orthogonal", "independent"],
-    help="how random on/off samples are drawn: orthogonal (balanced blocks, each sample distributed "
-         "as an independent one; RISE needs --keep-probability 0.5), independent (the papers'); "
-         "auto: orthogonal where it applies"))
+    help="RISE: how the random grids are drawn: orthogonal (balanced blocks, each mask distributed "
+         "as an independent one; needs --keep-probability 0.5), independent (the paper's); "
+         "auto: orthogonal when p = 0.5"))
