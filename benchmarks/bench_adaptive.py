@@ -9,8 +9,8 @@ set), runs RISE (4000 masks) and LIME (2048 samples, tree and linear surrogates)
 ``quality="best"`` (every sample) and at the adaptive preset, and reports the passes the
 adaptive run used, the ratio, and the Spearman rank correlation of the adaptive map with
 the full-budget map (pixels for RISE; the features' importances for LIME, the surrogate's
-own output). With ``--reference N`` it also runs the independent (paper's) design at the
-full budget and an independent N-sample reference with another seed, and reports how well
+own output). With ``--reference K`` it also runs the independent (paper's) design at the
+full budget and an independent reference with K times the default budget with another seed, and reports how well
 each of the two (paper's full budget, adaptive) agrees with that reference: whether the
 adaptive map is as close to the converged map as the previous default's. Prints a
 markdown section.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import inspect
 import os
 import sys
 import time
@@ -41,7 +42,7 @@ def _runs(model, image, quality: str, reference: int) -> list[tuple]:
 
     "full" is the default design at quality "best" (every sample); the paper's full-budget
     map is the independent design at quality "best" (the previous default); the reference
-    is an independent-design run with ``reference`` samples and another seed (None when
+    is an independent-design run with ``reference`` times the default samples and another seed (None when
     ``reference`` is 0): the converged map both should approach.
     """
     rows = []
@@ -55,9 +56,11 @@ def _runs(model, image, quality: str, reference: int) -> list[tuple]:
         wall = time.perf_counter() - t0
         pick = (lambda e: e.map) if key is None else (lambda e: e.arrays[key])
         paper_rho = fast_rho = None
-        if reference:
-            ref = pick(fn(model, image, seed=99, design="independent", **{budget: reference}, **opts))
-            paper = pick(fn(model, image, design="independent", **opts))
+        if reference:  # LIME has one design: its full-budget run is the paper's
+            ind = dict(design="independent") if fn is rise else {}
+            size = reference * inspect.signature(fn).parameters[budget].default
+            ref = pick(fn(model, image, seed=99, **ind, **{budget: size}, **opts))
+            paper = pick(fn(model, image, **ind, **opts)) if ind else pick(full)
             paper_rho, fast_rho = spearman(paper, ref), spearman(pick(fast), ref)
         rows.append((name, full.timings["forward_passes"], fast.timings["forward_passes"],
                      spearman(pick(full), pick(fast)), wall, paper_rho, fast_rho))
@@ -70,7 +73,7 @@ def main() -> None:
     ap.add_argument("--shortcut-images", type=int, default=24)
     ap.add_argument("--bundled-images", type=int, default=3)
     ap.add_argument("--reference", type=int, default=0,
-                    help="also compare with an independent run of this many samples (0: off)")
+                    help="also compare with an independent run of K times the default budget (0: off)")
     args = ap.parse_args()
     started = time.perf_counter()
     results: dict[str, list] = {}

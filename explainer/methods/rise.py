@@ -21,7 +21,7 @@ from .shared_options import DESIGN_OPTION, QUALITY_OPTION
 from .common import auto_or_numbers, explanation, prepare
 from .occlusion import _mask_value
 
-FIRST_ROUND = 250  # masks in the first adaptive round (then 500, 1000, ...)
+FIRST_ROUND = 500  # masks in the first adaptive round (then 1000, 2000, ...); 8 shifts of 64-mask blocks at least
 AGGREGATE_CHUNK = 256  # masks per aggregation GEMM; fixed so results do not depend on batch size
 
 
@@ -144,7 +144,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
     seed : int
         Fixes every mask, whatever ``mini_batch_size``.
     quality : {"best", "balanced", "fast"}
-        "best" evaluates all N masks. "balanced" / "fast" evaluate 250, 500, 1000, ...
+        "best" evaluates all N masks. "balanced" / "fast" evaluate 500, 1000, 2000, ...
         masks and stop once the map's agreement with the full-budget map, predicted from
         its two halves, reaches 0.95 / 0.90 (perturbation/adaptive.py);
         ``params["stopping"]`` records where.
