@@ -9,13 +9,14 @@ from typing import Any, Callable
 from .backends.onnx_safety import read_onnx
 from .console import shown
 from .graph.feature_default import default_feature
-from .graph.gradients import uncovered_operators
 from .graph.inspect import layers
 
 
 def cmd_inspect(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> None:
     """``explainer inspect``: the model's input, output, preprocessing, default feature layer,
     gradient coverage and layers (or, for a served model, its deployed companions)."""
+    from .graph.gradients import uncovered_operators  # the gradient builder, imported when used
+
     model = load(args)
     spec = model.spec
     remote = model.backend == "triton"  # a served model: no graph, but the deployed companion models

@@ -11,7 +11,7 @@ import onnx
 
 from .errors import InputError
 from .backends.onnx_derived import load_with_weights
-from .graph.gradients import RELU_RULES, gradient_info
+from .graph import RELU_RULES
 from .graph.outputs import objective_gradient_model
 from .backends.triton.export import add_repo_options
 
@@ -53,6 +53,8 @@ def export_gradients(model: Path, out: Path, *, layer: str | None = None, relu: 
         raise InputError(f"--out {out}: folder {out.parent} does not exist")
     if out.exists() and out.resolve() == Path(model).resolve():
         raise InputError(f"--out {out} is the model itself; choose another file")
+    from .graph.gradients import gradient_info  # the gradient builder, imported when used
+
     proto = build(model, layer, relu, dream_layer)
     try:
         data = proto.SerializeToString()

@@ -15,7 +15,6 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from scipy import ndimage, stats
 
 from .model import Model, scores
 from .errors import InputError
@@ -63,6 +62,7 @@ def _substrate(x: np.ndarray, substrate: Any, blur_sigma: float) -> np.ndarray:
     """(1, C, H, W) image the pixels are replaced by / inserted into."""
     if isinstance(substrate, str):
         if substrate == "blur":
+            from scipy import ndimage
             return ndimage.gaussian_filter(x, sigma=(0, 0, blur_sigma, blur_sigma), mode="nearest")
         if substrate == "mean":
             return np.broadcast_to(x.mean(axis=(2, 3), keepdims=True), x.shape).astype(np.float32)
@@ -153,6 +153,7 @@ def pointing_game(relevance: np.ndarray, mask: np.ndarray, *, tolerance: int = 0
     if tolerance < 0:
         raise InputError(f"tolerance must be >= 0, got {tolerance}")
     if tolerance:
+        from scipy import ndimage
         gt = ndimage.binary_dilation(gt, structure=np.ones((3, 3), bool), iterations=int(tolerance))
     return bool(np.all(gt[m == m.max()]))
 
@@ -180,6 +181,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.ravel(a), np.ravel(b)
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
+    from scipy import stats
     return float(stats.spearmanr(a, b).statistic)
 
 

@@ -10,15 +10,41 @@ uninstalling one breaks the other). The package depends on ``onnxruntime``; the 
 from __future__ import annotations
 
 import functools
+import os
+import pathlib
 import re
+import sys
 from importlib import metadata
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .errors import InputError
 
 
 def _provides_onnxruntime(dist: metadata.Distribution) -> bool:
     return any(f.parts == ("onnxruntime", "__init__.py") for f in dist.files or ())
+
+
+# An ONNX Runtime's distribution name: onnxruntime, onnxruntime-gpu, -openvino, -directml, -training,
+# ort-nightly, ort-nightly-gpu, ... (an add-on such as onnxruntime-extensions matches too: it is
+# then told apart by the files it installs).
+_NAME = re.compile(r"(onnxruntime|ort)([-_.]|$)")
+
+
+def _candidates(path: Sequence[str]) -> Iterator[metadata.Distribution]:
+    """The installed distributions in ``path`` whose metadata folder is named like an ONNX Runtime.
+
+    Lists each folder once and reads only those few distributions (not every installed one,
+    nor their file lists): the check runs at every start of the command line.
+    """
+    for folder in path:
+        try:
+            entries = os.listdir(folder or ".")
+        except OSError:  # a zip file or a missing folder on sys.path: no dist-info folders there
+            continue
+        for entry in entries:
+            low = entry.lower()
+            if low.endswith((".dist-info", ".egg-info")) and _NAME.match(low):
+                yield metadata.PathDistribution(pathlib.Path(folder or ".", entry))
 
 
 def onnxruntime_distributions(path: Sequence[str] | None = None) -> list[str]:
@@ -33,10 +59,8 @@ def onnxruntime_distributions(path: Sequence[str] | None = None) -> list[str]:
     -------
     names : sorted list of str, e.g. ["onnxruntime"] or ["onnxruntime", "onnxruntime-gpu"]
     """
-    dists = metadata.distributions(path=list(path)) if path is not None else metadata.distributions()
-    found = {d.metadata["Name"] for d in dists
-             if re.match(r"(onnxruntime|ort)([-_.]|$)", (d.metadata["Name"] or "").lower())
-             and _provides_onnxruntime(d)}
+    found = {d.metadata["Name"] for d in _candidates(list(sys.path if path is None else path))
+             if _NAME.match((d.metadata["Name"] or "").lower()) and _provides_onnxruntime(d)}
     return sorted(found)
 
 

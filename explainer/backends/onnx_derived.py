@@ -16,7 +16,6 @@ import onnx
 
 from ..errors import InputError
 from ..graph.activations import with_outputs
-from ..graph.gradients import gradient_model
 from ..graph.heads import cam_weights
 from ..graph.feature_default import Attention, attention as find_attention, default_feature
 from ..graph.features import FeatureView, view_of
@@ -96,6 +95,8 @@ def layer_mean_gradients(model: Any, batch: np.ndarray, weights: np.ndarray,
     """Channel means of ``layer`` (N, C') and d sum(weights * means) / d input (N, C, H, W)."""
     key = ("layer_means", layer)
     if key not in model.derived:
+        from ..graph.gradients import gradient_model  # the builder, imported when used
+
         derived = gradient_model(layer_means_model(load_with_weights(model.path), layer,
                                                    channels_last=_channels_last(model, layer)))
         model.derived[key] = _new_session(derived, model.providers, "layer-mean gradient model")

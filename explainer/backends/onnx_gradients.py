@@ -9,7 +9,6 @@ import numpy as np
 
 from . import graph_cache
 from ..errors import InputError
-from ..graph.gradients import gradient_model
 from .cpu_parallel import SessionSet, cpu_cores, plan, sample_bytes
 from .feed import feed_array
 from .onnx_derived import load_with_weights
@@ -39,6 +38,8 @@ def gradient_bytes(model: Any, layer: str | None, relu: str) -> tuple[bytes, int
     hit = graph_cache.load(key)
     if hit is not None and isinstance(hit[1].get("sample_bytes"), int):
         return hit[0], hit[1]["sample_bytes"]
+    from ..graph.gradients import gradient_model  # the builder: only on a cache miss
+
     proto = load_with_weights(model.path)
     data = in_memory_bytes(gradient_model(proto, layer=layer, relu=relu), "gradient model")
     per_sample = sample_bytes(proto)

@@ -18,6 +18,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..errors import InputError
+from . import RELU_RULES
 from .grad_builder import Builder, is_float
 from .grad_rules import RULES as ELEMENTWISE
 from .grad_rules_nn import RULES as DENSE
@@ -28,7 +29,6 @@ from .grad_rules_shape import RULES as SHAPES
 from .pruning import prune
 from .shape_fill import infer_complete
 
-RELU_RULES = ("standard", "guided", "deconv")
 MIN_OPSET = 17
 RULES = {**ELEMENTWISE, **SHAPES, **DENSE, **POOLING, **INDEXING, **MATH}
 NON_DIFFERENTIABLE = {

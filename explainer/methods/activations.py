@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..model import Model
 from ..errors import InputError
@@ -51,6 +50,7 @@ def upsample(channel: np.ndarray, shape: tuple[int, int], order: int) -> np.ndar
     """Resize an (h, w) map to ``shape`` aligning pixel centres (edges held constant)."""
     coords = [(np.arange(n) + 0.5) * (m / n) - 0.5 for n, m in zip(shape, channel.shape)]
     yy, xx = np.meshgrid(*coords, indexing="ij")
+    from scipy import ndimage
     return ndimage.map_coordinates(np.asarray(channel, np.float64), [yy, xx], order=order,
                                    mode="nearest")
 

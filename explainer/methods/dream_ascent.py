@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 Objective = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -45,6 +44,7 @@ def smooth_step(images: np.ndarray, smoothness: float, sigma: float = 1.0) -> np
     """
     if smoothness <= 0:
         return images
+    from scipy import ndimage
     blurred = ndimage.gaussian_filter(images, (0, 0, sigma, sigma), mode="wrap")
     return (1.0 - smoothness) * images + smoothness * blurred
 

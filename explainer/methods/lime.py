@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..model import Model, logit_view
 from ..errors import InputError
@@ -97,6 +96,7 @@ def replacement_image(x: np.ndarray, replacement: str, num_features: int) -> np.
         return np.broadcast_to(x.mean(axis=(2, 3), keepdims=True), x.shape).astype(np.float32)
     if replacement == "blur":
         sigma = 0.5 * float(np.sqrt(x.shape[2] * x.shape[3] / num_features))
+        from scipy import ndimage
         return ndimage.gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode="nearest").astype(np.float32)
     raise InputError(f"replacement must be one of {REPLACEMENTS}, got {replacement!r}")
 
@@ -159,6 +159,7 @@ def score_map(importance: np.ndarray, labels: np.ndarray, cells: tuple[int, int]
     h, w = labels.shape
     coords = [(np.arange(n) + 0.5) * c / n - 0.5 for n, c in zip((h, w), cells)]
     yy, xx = np.meshgrid(*coords, indexing="ij")
+    from scipy import ndimage
     return ndimage.map_coordinates(importance.reshape(cells), [yy, xx], order=3, mode="nearest")
 
 

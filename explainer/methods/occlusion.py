@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from ..model import Model, logit_view
 from ..errors import InputError
@@ -187,6 +186,7 @@ def _aggregate(diff: np.ndarray, grid: OcclusionGrid, shape: tuple[int, int], up
     coords = [(np.arange(n) - c) / s for n, c, s in zip(shape, centre, grid.stride)]
     yy, xx = np.meshgrid(*coords, indexing="ij")
     order = 3 if upsampling == "bicubic" else 0
+    from scipy import ndimage
     return ndimage.map_coordinates(values, [yy, xx], order=order, mode="nearest")
 
 

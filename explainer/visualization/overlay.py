@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+matplotlib.use("Agg")  # for callers drawing with pyplot (dataset.tsne_png, the gallery); not imported here
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from .rules import DisplayOptions, Shown, shown  # noqa: E402
@@ -62,7 +63,7 @@ def draw(ax: Any, e: "Explanation", options: DisplayOptions | None = None) -> Sh
         h, w = nan.shape
         xs = where[0] + (np.arange(w) + 0.5) * (where[1] - where[0]) / w
         ys = where[3] + (np.arange(h) + 0.5) * (where[2] - where[3]) / h
-        with plt.rc_context({"hatch.color": "#444444", "hatch.linewidth": 0.8}):
+        with matplotlib.rc_context({"hatch.color": "#444444", "hatch.linewidth": 0.8}):
             ax.contourf(xs, ys, nan.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"])
         ax.legend(handles=[Patch(facecolor="white", edgecolor="#444444", hatch="////",
                                  label="no value (NaN)")], loc="lower right", fontsize=7)
@@ -104,19 +105,19 @@ def overlay_png(explanation: "Explanation", options: DisplayOptions | None = Non
         o = DisplayOptions(o.view, o.sign, o.clip_percentile, o.smooth, alpha)
     picture, extent, _ = _base(explanation, o.view)
     ratio = abs(extent[2] - extent[3]) / max(abs(extent[1] - extent[0]), 1e-9)
-    fig, ax = plt.subplots(figsize=(5.6, float(np.clip(4.6 * ratio, 2.4, 7.5)) + 0.6), dpi=dpi)
-    try:
-        s = draw(ax, explanation, o)
-        colorbar(fig, ax, s)
-        kind = explanation.params.get("score", "score")
-        view = "whole image, model crop dashed" if o.view == "full" and picture is explanation.original \
-            and explanation.original is not None else "model input"
-        what = explanation.method
-        if "layer" in explanation.params and "channel" in explanation.params:
-            what = f"{what} of {explanation.params['layer']}, channel {explanation.params['channel']} (strongest)"
-        ax.set_title(f"{explanation.label} ({kind} {explanation.score:.3g})\n{what} - {view}", fontsize=10)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    # a Figure on an Agg canvas, not pyplot: the same picture without pyplot's import and figure manager
+    fig = Figure(figsize=(5.6, float(np.clip(4.6 * ratio, 2.4, 7.5)) + 0.6), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    s = draw(ax, explanation, o)
+    colorbar(fig, ax, s)
+    kind = explanation.params.get("score", "score")
+    view = "whole image, model crop dashed" if o.view == "full" and picture is explanation.original \
+        and explanation.original is not None else "model input"
+    what = explanation.method
+    if "layer" in explanation.params and "channel" in explanation.params:
+        what = f"{what} of {explanation.params['layer']}, channel {explanation.params['channel']} (strongest)"
+    ax.set_title(f"{explanation.label} ({kind} {explanation.score:.3g})\n{what} - {view}", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
