@@ -36,7 +36,7 @@ from explainer.methods.rise import rise  # noqa: E402
 from explainer.perturbation.adaptive import spearman  # noqa: E402
 
 
-def _runs(model, image, quality: str, reference: int) -> list[tuple]:
+def _runs(model, image, quality: str, reference: int, methods: list[str]) -> list[tuple]:
     """(method, full passes, adaptive passes, spearman(adaptive, full), adaptive wall s,
     spearman(paper's full-budget map, reference), spearman(adaptive, reference)) for one image.
 
@@ -50,6 +50,8 @@ def _runs(model, image, quality: str, reference: int) -> list[tuple]:
             ("RISE", rise, None, {}, "num_masks"),
             ("LIME tree", lime, "feature_importance", dict(model_type="tree"), "num_samples"),
             ("LIME linear", lime, "feature_importance", dict(model_type="linear"), "num_samples")):
+        if name.lower().replace(" ", "-") not in methods:
+            continue
         full = fn(model, image, **opts)
         t0 = time.perf_counter()
         fast = fn(model, image, quality=quality, **opts)
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--quality", default="balanced")
     ap.add_argument("--shortcut-images", type=int, default=24)
     ap.add_argument("--bundled-images", type=int, default=3)
+    ap.add_argument("--methods", default="rise,lime-tree,lime-linear")
     ap.add_argument("--reference", type=int, default=0,
                     help="also compare with an independent run of K times the default budget (0: off)")
     args = ap.parse_args()
@@ -79,13 +82,13 @@ def main() -> None:
     results: dict[str, list] = {}
     eff = load_model(str(ROOT / "models/efficientnet_lite0/model.onnx"))
     for img in sorted((ROOT / "models/efficientnet_lite0/examples").glob("*.png"))[:args.bundled_images]:
-        for row in _runs(eff, str(img), args.quality, args.reference):
+        for row in _runs(eff, str(img), args.quality, args.reference, args.methods.split(",")):
             results.setdefault(("EfficientNet-Lite0 examples",) + row[:1], []).append(row)
         print(f"done {img.name}", file=sys.stderr, flush=True)
     short = load_model(str(ROOT / "models/shortcut/model.onnx"))
     images = sorted((ROOT / "models/shortcut/testset").glob("*/*.png"))[::max(1, 48 // args.shortcut_images)]
     for img in images[:args.shortcut_images]:
-        for row in _runs(short, str(img), args.quality, args.reference):
+        for row in _runs(short, str(img), args.quality, args.reference, args.methods.split(",")):
             results.setdefault(("shortcut test set",) + row[:1], []).append(row)
     load = os.getloadavg()
     print(f"## Adaptive RISE and LIME (CPU)\n\n- Date: {_dt.datetime.utcnow():%Y-%m-%d %H:%M} UTC; "

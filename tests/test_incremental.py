@@ -75,6 +75,20 @@ def test_geometry_and_cuts_by_hand(net: OnnxModel) -> None:
     assert pre.stop.startswith("GlobalAveragePool")
 
 
+def test_relative_rebased_from_the_input_equals_walking_the_graph(net: OnnxModel) -> None:
+    bundled = Path(__file__).resolve().parent.parent / "models/efficientnet_lite0/model.onnx"
+    for path in [net.path] + ([bundled] if bundled.is_file() else []):
+        pre = prefix(onnx.load(str(path)), "input")
+        absolute = relative(pre, pre.input)
+        for cut in pre.cuts[1:]:
+            walked, rebased = relative(pre, cut), relative(pre, cut, absolute)
+            assert walked.keys() == rebased.keys()
+            for t, g in walked.items():
+                r = rebased[t]
+                assert (g.stride.tolist(), g.lo.tolist(), g.hi.tolist()) == (r.stride.tolist(), r.lo.tolist(),
+                                                                             r.hi.tolist()), (cut, t)
+
+
 def test_changed_boxes() -> None:
     x = np.zeros((1, 2, 6, 7), np.float32)
     batch = np.repeat(x, 3, axis=0)

@@ -25,6 +25,10 @@ from .onnx_safety import in_memory_bytes, load_in_memory
 
 MIN_SPEEDUP = 1.2
 """Below this estimated speed-up a plan is not worth its sessions: full passes instead."""
+CHUNK = 8
+"""Inputs per run of the chain: ONNX Runtime's time per image grows by a quarter from a
+batch of 8 to one of 64 on the bundled model (the activations leave the cache), and the
+per-run overhead of the 11 sessions is small next to 8 images (benchmarks/RESULTS.md)."""
 
 
 def changed_boxes(batch: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -79,8 +83,10 @@ class IncrementalModel(ModelBase):
         self._buffers: dict[tuple[int, str], np.ndarray] = {}
         models = [in_memory_bytes(segment(pre, s.start, s.end), "incremental model") for s in chosen.segments]
         models.append(in_memory_bytes(segment(pre, chosen.last, None), "incremental model"))
-        self.chains = [[_session(m, providers, self.workers) for m in models] for _ in range(self.workers)]
-        self.suffix = self.chains[0][-1]
+        # one chain of single-threaded sessions, run by every worker thread at once (a run
+        # is thread-safe and uses its caller's thread): built, packed and warmed up once
+        self.chain = [_session(m, providers, self.workers) for m in models]
+        self.suffix = self.chain[-1]
         self.output = self.suffix.get_outputs()[0].name
         self.extent = {t: np.array(v.shape[2:]) for t, v in self.cached.items() if np.ndim(v) == 4}
         self.info = dict(path="incremental", cuts=len(chosen.segments) + 1,
@@ -105,35 +111,55 @@ class IncrementalModel(ModelBase):
         return out
 
     def _parallel(self, batch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """Pieces of the batch through the chain, one single-threaded chain of sessions per
-        core (small crops gain nothing from intra-op threads; each input's result does not
-        depend on the piece it is in)."""
-        pieces = [p for p in np.array_split(np.arange(len(batch)), self.workers) if len(p)]
-        if len(pieces) == 1:
-            return self._incremental(batch, boxes, 0)
-        with ThreadPoolExecutor(len(pieces)) as pool:
-            parts = list(pool.map(lambda j: self._incremental(batch[pieces[j]], boxes[pieces[j]], j),
-                                  range(len(pieces))))
-        return np.concatenate(parts)
+        """The batch through the chain in pieces of at most ``CHUNK`` inputs, dealt round-robin
+        to one thread per core on the single-threaded sessions (small crops gain nothing from
+        intra-op threads; each input's result does not depend on the piece it is in)."""
+        n = len(batch)
+        pieces = np.array_split(np.arange(n), -(-n // CHUNK))
+        out = np.empty((n, self.base.shape[1]), np.float32)
+
+        def work(worker: int) -> None:
+            for p in pieces[worker::self.workers]:
+                out[p[0]:p[-1] + 1] = self._incremental(batch[p[0]:p[-1] + 1], boxes[p[0]:p[-1] + 1], worker)
+
+        workers = min(self.workers, len(pieces))
+        if workers == 1:
+            work(0)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(work, range(workers)))
+        return out
 
     def _incremental(self, batch: np.ndarray, boxes: np.ndarray, worker: int) -> np.ndarray:
         y0, y1 = boxes[:, [0, 2]], boxes[:, [1, 3]]
         n = len(batch)
         values, origin, lo, hi = None, None, None, None
-        chain = self.chains[worker]
-        for seg, session in zip(self.plan.segments, chain):
+        for seg, session in zip(self.plan.segments, self.chain):
             ext_in, ext_out = self.extent[seg.start], self.extent[seg.end]
             out_lo, out_hi = changed_range(seg.changed, ext_out, y0, y1)
             start = crop_start(seg.geometry, out_lo, ext_in, np.array(seg.crop))
             crops = self._crops((worker, seg.start), batch, start, seg.crop, values, origin, lo, hi)
             values = run_with_deadline(session, None, {seg.start: crops}, "an incremental segment")[0]
             origin, lo, hi = start // seg.geometry.stride, out_lo, out_hi
-        full = self._buffer((worker, "suffix"), (n,) + self.cached[self.plan.last].shape[1:])
-        full[...] = self.cached[self.plan.last]
+        full = self._suffix_input(worker, n)
+        zero = np.zeros((n, 2), int)
         shape = np.array(full.shape[2:])
-        self._paste(full, np.zeros((n, 2), int), shape, values, origin, lo, hi)
-        return np.asarray(run_with_deadline(chain[-1], [self.output], {self.plan.last: full}, "the model")[0],
-                          np.float32).reshape(n, -1)
+        self._paste(full, zero, shape, values, origin, lo, hi)
+        try:
+            out = run_with_deadline(self.suffix, [self.output], {self.plan.last: full}, "the model")[0]
+        finally:  # back to the cached activation: the next batch pastes into a clean copy
+            self._paste(full, zero, shape, np.broadcast_to(self.cached[self.plan.last], full.shape), zero, lo, hi)
+        return np.asarray(out, np.float32).reshape(n, -1)
+
+    def _suffix_input(self, worker: int, n: int) -> np.ndarray:
+        """(n, C, H, W): the cached activation of the last cut, n times, kept between batches."""
+        key = (worker, "suffix")
+        cached = self.cached[self.plan.last]
+        buf = self._buffers.get(key)
+        if buf is None or len(buf) < n:
+            buf = self._buffers[key] = np.empty((n,) + cached.shape[1:], np.float32)
+            buf[...] = cached
+        return buf[:n]
 
     def _crops(self, key: tuple[int, str], batch: np.ndarray, start: np.ndarray, crop: tuple[int, int],
                values: Any, origin: Any, lo: Any, hi: Any) -> np.ndarray:
@@ -142,7 +168,7 @@ class IncrementalModel(ModelBase):
         h, w = crop
         source = batch if values is None else self.cached[key[1]]
         crops = self._buffer(key, (len(start), source.shape[1], h, w))
-        for i, (a, b) in enumerate(start):
+        for i, (a, b) in enumerate(start):  # slices beat a fancy-index gather (C is not innermost)
             crops[i] = source[i if values is None else 0, :, a:a + h, b:b + w]
         if values is not None:
             self._paste(crops, start, np.array(crop), values, origin, lo, hi)
@@ -169,9 +195,14 @@ class IncrementalModel(ModelBase):
 
 
 def _session(model: bytes, providers: list[str], workers: int) -> Any:
+    """A segment's session. No memory pattern: ONNX Runtime plans one per input shape in
+    the second run and allocates it afresh, a second warm-up per segment that costs more
+    than the pattern saves on crops (the arena still reuses memory from the first run)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(model, session_options(1 if workers > 1 else 0), providers=providers)
+    options = session_options(1 if workers > 1 else 0)
+    options.enable_mem_pattern = False
+    return ort.InferenceSession(model, options, providers=providers)
 
 
 def incremental_model(model: Model, x: np.ndarray, box: tuple[int, int]) -> tuple[Model, dict[str, Any]]:

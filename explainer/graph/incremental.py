@@ -218,12 +218,27 @@ def _cuts(g: onnx.GraphProto, image_input: str, region: set[str], consts: dict) 
     return tuple(cuts)
 
 
-def relative(pre: Prefix, start: str) -> dict[str, Geometry]:
-    """Geometry of every prefix tensor after the cut ``start``, measured from ``start``."""
+def relative(pre: Prefix, start: str, absolute: dict[str, Geometry] | None = None) -> dict[str, Geometry]:
+    """Geometry of every prefix tensor after the cut ``start``, measured from ``start``.
+
+    ``absolute`` (this function's result for ``pre.input``), when given, is rebased
+    instead of walking the graph again: every path from the input to a later tensor
+    passes through the cut, so a geometry measured from the input is the cut's composed
+    with the one measured from the cut (strides multiply, extents add scaled by the
+    cut's stride), and the latter follows exactly.
+    """
     one = np.ones(2, int)
     geo = {start: Geometry(one, 0 * one, 0 * one)}
-    consts = _constants(pre.model.graph)
     begin = -1 if start == pre.input else next(s.index for s in pre.steps if s.output == start)
+    if absolute is not None and start != pre.input:
+        base = absolute[start]
+        for s in pre.steps:
+            g = absolute.get(s.output) if s.index > begin else None
+            if g is not None:
+                geo[s.output] = Geometry(g.stride // base.stride, (g.lo - base.lo) // base.stride,
+                                         (g.hi - base.hi) // base.stride)
+        return geo
+    consts = _constants(pre.model.graph)
     for s in pre.steps:
         if s.index > begin:
             found = _step(pre.model.graph.node[s.index], geo, consts, pre.shapes)

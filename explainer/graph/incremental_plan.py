@@ -112,7 +112,7 @@ def plan(pre: Prefix, box: tuple[int, int]) -> Plan:
     for i, a in enumerate(cuts[:-1]):
         if a not in best:
             continue
-        rel = relative(pre, a)
+        rel = relative(pre, a, absolute)
         first = 0 if a == pre.input else order[a] + 1
         strides = np.array([rel[s.output].stride for s in pre.steps[first:]])
         for b in cuts[i + 1:]:
