@@ -129,10 +129,14 @@ def test_fill_windows_replaces_only_the_window(rng):
     x = rng.normal(size=(1, 2, 5, 6)).astype(np.float32)
     samples = rng.normal(size=(3, 2, 2, 2)).astype(np.float32)
     batch = fill_windows(x, samples, np.array([0, 3, 1]), np.array([4, 0, 2]), np)
+    dirty = rng.normal(size=(3, 2, 5, 6)).astype(np.float32)  # a reused buffer's old content
+    into = fill_windows(x, samples, np.array([0, 3, 1]), np.array([4, 0, 2]), np, out=dirty)
+    assert into is dirty
     for m, (y, x0) in enumerate([(0, 4), (3, 0), (1, 2)]):
         expected = x[0].copy()
         expected[:, y:y + 2, x0:x0 + 2] = samples[m]
         np.testing.assert_array_equal(batch[m], expected)
+        np.testing.assert_array_equal(into[m], expected)
 
 
 def test_gaussian_cache_is_keyed_by_content_and_written_atomically(tmp_path, rng):

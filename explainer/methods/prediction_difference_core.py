@@ -11,7 +11,7 @@ import numpy as np
 
 from ..model import Model, scores
 from ..perturbation import masks
-from ..perturbation.engine import RunStats, stream
+from ..perturbation.engine import BatchRing, RunStats, stream
 from ..perturbation.sampling import fill_windows, window_starts
 from ..xp import to_numpy
 
@@ -104,8 +104,9 @@ class ChunkedSamples:
             self._cache[j] = self.sampler.sample(self.image, y0, x0, self.num_samples, rng)
         return self._cache[j]
 
-    def batch(self, start: int, stop: int) -> Any:
-        """Perturbed inputs ``start..stop-1`` (input i = window i // S, sample i % S).
+    def batch(self, start: int, stop: int, out: Any = None) -> Any:
+        """Perturbed inputs ``start..stop-1`` (input i = window i // S, sample i % S), written
+        into ``out`` when given.
 
         Returns
         -------
@@ -119,7 +120,7 @@ class ChunkedSamples:
         offset = first * CHUNK * s
         window = np.arange(start, stop) // s
         y0, x0 = xp.asarray(self.windows.y0[window]), xp.asarray(self.windows.x0[window])
-        return fill_windows(self.image, samples[start - offset:stop - offset], y0, x0, xp)
+        return fill_windows(self.image, samples[start - offset:stop - offset], y0, x0, xp, out=out)
 
 
 def window_scores(model: Model, image: Any, windows: Windows, sampler: Any, *, num_samples: int,
@@ -132,7 +133,10 @@ def window_scores(model: Model, image: Any, windows: Windows, sampler: Any, *, n
     (W, S) float64 ndarray
     """
     gen = ChunkedSamples(sampler, image, windows, num_samples, seed, stage, xp)
-    outputs = stream(model, len(windows) * num_samples, mini_batch_size, gen.batch, stats,
+    count = len(windows) * num_samples
+    ring = BatchRing(model, mini_batch_size, count, tuple(image.shape[1:]), xp)
+    outputs = stream(model, count, mini_batch_size,
+                     lambda start, stop: gen.batch(start, stop, ring.take(start, stop)), stats,
                      progress=progress, desc=desc)
     return scores(outputs, model.spec, score)[:, target].reshape(len(windows), num_samples)
 

@@ -75,7 +75,7 @@ def gather_windows(images: Any, which: Any, y0: Any, x0: Any, size: int, xp: Mod
                   rows[:, None, None, :, None], cols[:, None, None, None, :]]
 
 
-def fill_windows(x: Any, samples: Any, y0: Any, x0: Any, xp: ModuleType) -> Any:
+def fill_windows(x: Any, samples: Any, y0: Any, x0: Any, xp: ModuleType, out: Any = None) -> Any:
     """Copies of ``x``, each with one window replaced by one sample.
 
     Parameters
@@ -83,13 +83,19 @@ def fill_windows(x: Any, samples: Any, y0: Any, x0: Any, xp: ModuleType) -> Any:
     x : (1, C, H, W) float32 array
     samples : (M, C, k, k) array
     y0, x0 : (M,) int arrays
+    out : (M, C, H, W) float32 array to fill in place (a reused buffer: no fresh pages
+        to fault in), or None for a new one
 
     Returns
     -------
-    batch : (M, C, H, W) float32 array
+    batch : (M, C, H, W) float32 array (``out`` when given)
     """
     m, c, k = samples.shape[0], samples.shape[1], samples.shape[2]
-    batch = xp.repeat(x.astype(xp.float32, copy=False), m, axis=0)
+    if out is None:
+        batch = xp.repeat(x.astype(xp.float32, copy=False), m, axis=0)
+    else:
+        batch = out
+        batch[...] = x
     rows, cols = window_index(y0, x0, k, xp)
     batch[xp.arange(m)[:, None, None, None], xp.arange(c)[None, :, None, None],
           rows[:, None, :, None], cols[:, None, None, :]] = samples
