@@ -43,8 +43,11 @@ def hadamard_columns(b: int, cols: np.ndarray) -> np.ndarray:
     -------
     h : (B, F) bool ndarray, h[i, k] = popcount(i & cols[k]) is even
     """
-    rows = np.arange(b, dtype=np.int64)[:, None]
-    return (np.bitwise_count(rows & np.asarray(cols, np.int64)[None, :]) & 1) == 0
+    both = np.arange(b, dtype=np.int64)[:, None] & np.asarray(cols, np.int64)[None, :]
+    parity = np.zeros(both.shape, np.int64)
+    for bit in range(max(1, int(b - 1).bit_length())):  # popcount parity (numpy < 2 lacks bitwise_count)
+        parity ^= (both >> bit) & 1
+    return parity == 0
 
 
 def orthogonal(num_rows: int, num_entries: int, rng: np.random.Generator) -> np.ndarray:
