@@ -9,7 +9,7 @@ import pytest
 import explainer
 from explainer.errors import InputError
 from explainer.methods.rise import rise, rise_masks, rise_plan
-from explainer.perturbation.designs import binary, block_size, hadamard_columns, orthogonal
+from explainer.perturbation.designs import binary, block_size, hadamard_entries, orthogonal
 from tiny import linear_classifier
 
 
@@ -36,7 +36,15 @@ def test_columns_are_scipys_hadamard_matrix(b):
     from scipy.linalg import hadamard
 
     cols = np.random.default_rng(b).permutation(b)[:min(b, 40)]
-    np.testing.assert_array_equal(hadamard_columns(b, cols), hadamard(b)[:, cols] > 0)
+    rows = np.random.default_rng(b + 1).permutation(b)
+    np.testing.assert_array_equal(hadamard_entries(rows, cols), hadamard(b)[rows][:, cols] > 0)
+
+
+def test_large_designs_stay_small():
+    # 5,000 entries -> blocks of 8,192 rows: only the rows asked for are computed, in chunks
+    z = orthogonal(300, 5000, np.random.default_rng(0))
+    assert z.shape == (300, 5000)
+    np.testing.assert_allclose(z.mean(), 0.5, atol=0.01)
 
 
 def test_rows_are_uniform_like_independent_draws():

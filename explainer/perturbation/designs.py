@@ -31,22 +31,26 @@ def block_size(num_entries: int) -> int:
     return b
 
 
-def hadamard_columns(b: int, cols: np.ndarray) -> np.ndarray:
-    """Columns ``cols`` of the B x B Sylvester Hadamard matrix as booleans (entry > 0).
+ROW_CHUNK = 256  # rows computed at a time: temporaries stay (256, F) whatever the block size
+
+
+def hadamard_entries(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Entries of a Sylvester Hadamard matrix as booleans (entry > 0).
 
     Parameters
     ----------
-    b : int, B (a power of two)
-    cols : (F,) int ndarray of column indices in [0, B)
+    rows : (R,) int ndarray of row indices
+    cols : (F,) int ndarray of column indices
 
     Returns
     -------
-    h : (B, F) bool ndarray, h[i, k] = popcount(i & cols[k]) is even
+    h : (R, F) bool ndarray, h[r, k] = popcount(rows[r] & cols[k]) is even
     """
-    both = np.arange(b, dtype=np.int64)[:, None] & np.asarray(cols, np.int64)[None, :]
-    parity = np.zeros(both.shape, np.int64)
-    for bit in range(max(1, int(b - 1).bit_length())):  # popcount parity (numpy < 2 lacks bitwise_count)
-        parity ^= (both >> bit) & 1
+    both = np.asarray(rows, np.int32)[:, None] & np.asarray(cols, np.int32)[None, :]
+    parity = np.zeros(both.shape, np.uint8)
+    top = int(max(np.max(rows, initial=0), np.max(cols, initial=0)))
+    for bit in range(max(1, top.bit_length())):  # popcount parity (numpy < 2 lacks bitwise_count)
+        parity ^= ((both >> bit) & 1).astype(np.uint8)
     return parity == 0
 
 
@@ -61,15 +65,19 @@ def orthogonal(num_rows: int, num_entries: int, rng: np.random.Generator) -> np.
 
     Returns
     -------
-    z : (N, F) bool ndarray; rows [jB, (j + 1)B) form block j, B = ``block_size(F)``
+    z : (N, F) bool ndarray; rows [jB, (j + 1)B) form block j, B = ``block_size(F)``;
+        a last partial block is a random subset of a whole one's rows
     """
     b = block_size(num_entries)
-    blocks = []
-    for _ in range(-(-num_rows // b)):
+    z = np.empty((num_rows, num_entries), bool)
+    for start in range(0, num_rows, b):
         cols = rng.permutation(b - 1)[:num_entries] + 1  # the non-constant columns 1..B-1
         flip = rng.random(num_entries) < 0.5
-        blocks.append((hadamard_columns(b, cols) ^ flip)[rng.permutation(b)])
-    return np.concatenate(blocks)[:num_rows] if blocks else np.zeros((0, num_entries), bool)
+        rows = rng.permutation(b)[:min(b, num_rows - start)]  # shuffled; only those needed
+        for r in range(0, len(rows), ROW_CHUNK):
+            part = rows[r:r + ROW_CHUNK]
+            z[start + r:start + r + len(part)] = hadamard_entries(part, cols) ^ flip
+    return z
 
 
 def binary(design: str, num_rows: int, num_entries: int, rng: np.random.Generator) -> np.ndarray:
