@@ -185,7 +185,7 @@ def rise(model: Model, image: Any, target: int | str | None = None, *, num_masks
         blocks.append((start, stop, y) + _weighted_sum(y, make, start, xp))
 
     def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The two half maps, each the same estimator as the returned map (scores^T masks), so
+        """The two half maps, each the same estimator as the returned map (``_estimate``), so
         their agreement measures the noise of the map the run returns."""
         return tuple(_estimate(part, keep_probability, design) for part in (
             [b for b in blocks if b[1] <= n // 2], [b for b in blocks if b[0] >= n // 2 and b[1] <= n]))
