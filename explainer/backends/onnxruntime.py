@@ -24,6 +24,7 @@ from .base import (OUTPUT_KINDS, Layer, ModelBase, ModelSpec, batch_slices, chec
                    to_layout)
 from .feed import feed_array, pad_rows
 from .onnx_spec import _DTYPES, _dims, _image_input, _labels, _metadata, _preprocessing  # noqa: F401
+
 PIECE = 8
 """Inputs per call of a data-parallel CPU forward pass. On the 2-core machine the bundled
 model runs 363 images/s as pieces of 8 on two one-thread sessions against 306 as batches of

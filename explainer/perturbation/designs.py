@@ -1,7 +1,7 @@
-"""Balanced random on/off designs: fewer samples for the same sampling map (RISE, LIME).
+"""Balanced random on/off designs: fewer samples for the same sampling map (RISE's grids).
 
-Sampling methods draw binary vectors z (cells of a RISE grid, LIME's features), each
-entry on with probability 1/2, and average the model's scores weighted by z. Drawn
+Sampling methods draw binary vectors z (here the cells of RISE's grids), each entry on
+with probability 1/2, and average the model's scores weighted by z. Drawn
 independently, the on-counts of two entries differ by chance, and that chance difference
 is most of a small-sample map's noise. ``orthogonal`` draws the vectors in blocks of
 B = 2^k rows from a Sylvester Hadamard matrix (H[i, j] = (-1)^popcount(i & j), the
@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import InputError
 
 DESIGNS = ("orthogonal", "independent")
+ROW_CHUNK = 256  # rows computed at a time: temporaries stay (256, F) whatever the block size
 
 
 def block_size(num_entries: int) -> int:
@@ -29,9 +30,6 @@ def block_size(num_entries: int) -> int:
     while b - 1 < num_entries:
         b *= 2
     return b
-
-
-ROW_CHUNK = 256  # rows computed at a time: temporaries stay (256, F) whatever the block size
 
 
 def hadamard_entries(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
