@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Model, scores
+from ..model import Model
 from ..perturbation import masks
-from ..perturbation.engine import BatchRing, RunStats, stream
+from ..perturbation.engine import RunStats, perturb
 from ..perturbation.sampling import fill_windows, window_starts
 from ..xp import to_numpy
 
@@ -133,12 +133,9 @@ def window_scores(model: Model, image: Any, windows: Windows, sampler: Any, *, n
     (W, S) float64 ndarray
     """
     gen = ChunkedSamples(sampler, image, windows, num_samples, seed, stage, xp)
-    count = len(windows) * num_samples
-    ring = BatchRing(model, mini_batch_size, count, tuple(image.shape[1:]), xp)
-    outputs = stream(model, count, mini_batch_size,
-                     lambda start, stop: gen.batch(start, stop, ring.take(start, stop)), stats,
-                     progress=progress, desc=desc)
-    return scores(outputs, model.spec, score)[:, target].reshape(len(windows), num_samples)
+    y = perturb(model, image, len(windows) * num_samples, lambda out, start, stop: gen.batch(start, stop, out),
+                mini_batch_size, stats, xp, score=score, target=target, progress=progress, desc=desc)
+    return y.reshape(len(windows), num_samples)
 
 
 def aggregate(windows: Windows, values: np.ndarray, shape: tuple[int, int], xp: ModuleType) -> np.ndarray:
